@@ -176,6 +176,18 @@ def test_score_ties():
         for d in dets: d['scores'] = np.round(d['scores']*3)/3
         _close(_ours(dets, gts, 6), coco_ref(dets, gts, 6)[0])
 
+def test_equal_ious():
+    "A detection exactly between two objects takes the later one, as pycocotools, which changes what comes next."
+    gts = [dict(boxes=[[0,0,10,10], [5,0,15,10]], labels=[1,1])]
+    dets = [dict(boxes=[[2.5,0,12.5,10], [5,0,15,10]], labels=[1,1], scores=[.9,.8])]
+    m = match_detections(dets, gts, [.5])
+    assert m.tp.tolist() == [[True, False]]
+    _close(_ours(dets, gts, 1), coco_ref(dets, gts, 1)[0])
+    for seed in range(3):                                        # objects annotated twice
+        dets,gts = rand_case(700+seed, p_crowd=.1, p_dif=.1)
+        for g in gts: g.update({n: np.concatenate([v, v[::2]]) for n,v in g.items()})
+        _close(_ours(dets, gts, 6), coco_ref(dets, gts, 6)[0])
+
 def test_empty_and_missing():
     rng = np.random.default_rng(2)
     gts = [dict(boxes=_boxes(rng, 3), labels=np.array([1, 1, 2])), dict(boxes=np.zeros((0,4)), labels=[])]
