@@ -434,9 +434,11 @@ def build_site(out:Path, only:list[Path]|None=None, execute:bool|list[Path]=True
         tmp = Path(tmp)
         dsts = {nb: tmp/(page_of(nb, cfg).replace('/','__')+'.ipynb') for nb in todo}
         run = todo if execute is True else [nb for nb in todo if _in(nb, execute or [])]
-        for nb in todo:
-            if nb not in run: _no_exec(nb)
-        with ThreadPoolExecutor(max(1, n_workers)) as ex: list(ex.map(_run, run))
+        with ThreadPoolExecutor(max(1, n_workers)) as ex:
+            jobs = [ex.submit(_run, nb) for nb in run]  # in their own processes, while we do the others here
+            for nb in todo:
+                if nb not in run: _no_exec(nb)
+            for j in jobs: j.result()
         for nb in list(fails): _no_exec(nb)  # still give it a page: API docs and stored outputs
         for nb,err in fails.items(): print(f'\n--- FAILED: {nb.relative_to(cfg.nbs_path)}\n{err}', file=sys.stderr)
         site = Site(cfg, out, nbs)
