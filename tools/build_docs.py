@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))  # the library, as `nbdev-test` makes it importable
 
 import yaml
+from fastcore.basics import str2bool
 from fastcore.nbio import read_nb, write_nb, dict2nb, nb2dict, nb_frontmatter
 from fastcore.xtras import working_directory, exec_local
 from nbdev.config import get_config, nbpath2html
@@ -110,7 +111,7 @@ def proc_nb(src:Path, execute:bool=True, cell_timeout:int|None=600):
     src = Path(src).resolve()
     os.environ['IN_TEST'] = '1'
     nb,shell = NBProcessor(src, rm_directives=False, process=True).nb,None
-    if execute:
+    if execute and not str2bool(nb_frontmatter(nb).get('skip_exec', False)):
         from execnb.shell import CaptureShell
         shell = CaptureShell(src, mpl_format='png')
         with working_directory(src.parent):
@@ -271,8 +272,7 @@ MATHJAX = """<script>window.MathJax = {tex: {inlineMath: [['$','$'], ['\\\\(','\
 
 def _rel(target:str, page:str) -> str:
     "`target` (relative to the site root) as a link from `page`"
-    rel = posixpath.relpath(target, posixpath.dirname(page) or '.')
-    return rel
+    return posixpath.relpath(target, posixpath.dirname(page) or '.')
 
 class Site:
     "The pages of the site being built into `out`"
