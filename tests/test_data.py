@@ -322,3 +322,15 @@ def test_make_shapes_stages(tmp_path):
     assert (p/'annotations.json').stat().st_mtime_ns==t
     make_shapes(tmp_path/'s', n=24, size=64, seed=1)
     assert (p/'annotations.json').stat().st_mtime_ns!=t
+
+def test_empty_images_train(tmp_path):
+    "A batch of images without objects goes through an SSD model and its loss, and gives gradients."
+    model, loss = pytest.importorskip('ssd_fastai.model'), pytest.importorskip('ssd_fastai.loss')
+    recs = [DetRecord(_img(tmp_path/f'{i}.png', (48, 48)), [[4, 4, 30, 30]]*(i==0), ['a']*(i==0)) for i in range(4)]
+    x, bb, lbl = detection_dls(recs, size=64, bs=4, valid_pct=0).one_batch()
+    m = model.ssd_model('resnet18', n_cls=1, pretrained=False)
+    for b_, l_ in [(bb, lbl), (bb[1:], lbl[1:])]:   # with one object, and with none at all
+        m.zero_grad()
+        l = loss.SSDLoss()(m(x[:len(l_)]), b_, l_)
+        l.backward()
+        assert torch.isfinite(l) and all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
