@@ -241,8 +241,8 @@ def test_more_objects_than_anchors(tmp_path):
     xy = rng.uniform(0, 90, (500, 2))
     recs = [DetRecord(_img(tmp_path/'a.png', (100, 100)), np.concatenate([xy, xy+rng.uniform(2, 10, (500, 2))], 1), ['a']*500),
             DetRecord(_img(tmp_path/'b.png', (100, 100)), [[1, 1, 50, 50]], ['a'])]
-    x, bb, lbl = detection_dls(recs, size=32, bs=2, valid_pct=0, batch_tfms=[]).one_batch()
-    assert bb.shape[1]>=400 and (lbl[1, 1:]==0).all()
+    x, bb, lbl = detection_dls(recs, size=32, bs=2, valid_pct=0, batch_tfms=[], shuffle=False).one_batch()
+    assert bb.shape[1]>=400 and (lbl[1, 1:]==0).all() and (lbl[0]>0).sum()>=400
     dls, w = _warns(detection_dls, recs, size=32, bs=2, valid_pct=0, batch_tfms=[], max_objs=10)
     x, bb, lbl = dls.one_batch()
     assert bb.shape==(2, 10, 4) and 'kept the largest 10 objects of 1 images' in w
@@ -327,7 +327,8 @@ def test_empty_images_train(tmp_path):
     "A batch of images without objects goes through an SSD model and its loss, and gives gradients."
     model, loss = pytest.importorskip('ssd_fastai.model'), pytest.importorskip('ssd_fastai.loss')
     recs = [DetRecord(_img(tmp_path/f'{i}.png', (48, 48)), [[4, 4, 30, 30]]*(i==0), ['a']*(i==0)) for i in range(4)]
-    x, bb, lbl = detection_dls(recs, size=64, bs=4, valid_pct=0).one_batch()
+    x, bb, lbl = detection_dls(recs, size=64, bs=4, valid_pct=0, shuffle=False).one_batch()
+    assert (lbl[0]>0).any() and (lbl[1:]==0).all()
     m = model.ssd_model('resnet18', n_cls=1, pretrained=False)
     for b_, l_ in [(bb, lbl), (bb[1:], lbl[1:])]:   # with one object, and with none at all
         m.zero_grad()
