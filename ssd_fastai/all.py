@@ -1,4 +1,5 @@
-"The public API of ssd_fastai: `from ssd_fastai.all import *`."
+"The public API of ssd_fastai, with fastai's vision API: `from ssd_fastai.all import *`."
+from fastai.vision.all import *
 from .boxes import *
 from .data import *
 from .anchors import *
@@ -6,3 +7,4 @@ from .model import *
 from .loss import *
 from .metrics import *
 from .inference import *
+from .learner import *
