@@ -1,7 +1,8 @@
 """Benchmark: batched `SSDLoss` against the per-image reference `ssd_loss_loop`, and the loss as a fraction of a
-resnet34 training step. Run by hand: `python bench/bench_loss.py` (about 2 minutes on 2 CPU cores).
+resnet34 training step. Run by hand: `python bench/bench_loss.py [--threads N]` (about 2 minutes on 2 CPU cores).
 
-Times are forward + backward of the loss (what a training step pays), medians of several repeats."""
+Times are forward + backward of the loss (what a training step pays), medians of several repeats: wall-clock time,
+and the process's CPU time (all threads), which is steadier on a machine shared with other jobs."""
 import argparse, statistics, sys, time
 from pathlib import Path
 import torch
@@ -10,12 +11,14 @@ from ssd_fastai.anchors import anchor_boxes, SSDCoder
 from ssd_fastai.loss import SSDLoss, ssd_loss_loop
 
 def median_time(f, reps=5, warmup=1):
-    "Median wall time of `f()` in seconds."
+    "Median wall time and median CPU time of `f()` in seconds."
     for _ in range(warmup): f()
-    ts = []
+    ws,cs = [],[]
     for _ in range(reps):
-        t0 = time.perf_counter(); f(); ts.append(time.perf_counter()-t0)
-    return statistics.median(ts)
+        w0,c0 = time.perf_counter(),time.process_time()
+        f()
+        ws.append(time.perf_counter()-w0); cs.append(time.process_time()-c0)
+    return statistics.median(ws),statistics.median(cs)
 
 def rand_targets(bs, max_obj, n_cls, seed=0):
     "Padded targets: 0..`max_obj` objects per image of random sizes, padding (label 0) with garbage coordinates."
@@ -47,10 +50,11 @@ def bench_loss(name, anc, bs=64, max_obj=50, n_cls=20, reps=5, ref_reps=3):
     preds, (bb, lbl) = rand_preds(bs, anc, n_cls), rand_targets(bs, max_obj, n_cls)
     loss_func = SSDLoss(coder)
     torch.testing.assert_close(loss_func(preds, bb, lbl), ssd_loss_loop(preds, bb, lbl, coder), rtol=1e-4, atol=1e-4)
-    t_b = median_time(fwd_bwd(loss_func, preds, bb, lbl), reps)
-    t_l = median_time(fwd_bwd(lambda p,b,l: ssd_loss_loop(p, b, l, coder), preds, bb, lbl), ref_reps)
-    print(f'{name:<28} A={len(anc):>5}  bs={bs}  batched {t_b*1e3:8.1f} ms   per-image {t_l*1e3:8.1f} ms   speed-up {t_l/t_b:6.1f}x')
-    return t_b, t_l
+    (wb,cb) = median_time(fwd_bwd(loss_func, preds, bb, lbl), reps)
+    (wl,cl) = median_time(fwd_bwd(lambda p,b,l: ssd_loss_loop(p, b, l, coder), preds, bb, lbl), ref_reps)
+    print(f'{name:<27} A={len(anc):>5} bs={bs} M={bb.shape[1]}  wall: batched {wb*1e3:7.1f} ms, per-image {wl*1e3:7.1f} ms, '
+          f'speed-up {wl/wb:5.1f}x | cpu: {cb*1e3:7.1f} ms, {cl*1e3:7.1f} ms, {cl/cb:5.1f}x')
+    return wl/wb, cl/cb
 
 def bench_step(arch='resnet34', bs=16, size=224, n_cls=20, reps=3, **kwargs):
     "Loss (fwd+bwd) as a fraction of a full training step (model fwd, loss, bwd, SGD step)."
@@ -63,18 +67,20 @@ def bench_step(arch='resnet34', bs=16, size=224, n_cls=20, reps=3, **kwargs):
     bb, lbl = rand_targets(bs, 50, n_cls)
     def step():
         opt.zero_grad(); loss_func(model(x), bb, lbl).backward(); opt.step()
-    t_step = median_time(step, reps)
+    t_step,_ = median_time(step, reps)
     with torch.no_grad(): out = model(x)
     preds = (out[0].clone().requires_grad_(), out[1].clone().requires_grad_(), out[2])
-    t_loss = median_time(fwd_bwd(loss_func, preds, bb, lbl), 5)
-    print(f'{arch} {size}px bs {bs}, {A} anchors ({kwargs or "default head"}): step {t_step*1e3:.0f} ms, '
-          f'loss fwd+bwd {t_loss*1e3:.1f} ms = {t_loss/t_step:.1%} of the step')
+    t_loss,_ = median_time(fwd_bwd(loss_func, preds, bb, lbl), 5)
+    print(f'{arch} {size}px bs {bs} (timm, pretrained=False), {A} anchors, head {kwargs or "default"}: step {t_step*1e3:.0f} ms, '
+          f'SSDLoss fwd+bwd {t_loss*1e3:.1f} ms = {t_loss/t_step:.1%} of the step (wall)')
     return t_loss/t_step
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument('--no-step', action='store_true', help='skip the resnet34 training step')
+    ap.add_argument('--threads', type=int, default=None, help='torch threads (default: torch\'s)')
     args = ap.parse_args()
+    if args.threads: torch.set_num_threads(args.threads)
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads')
     bench_loss('lesson (4,2,1 x 9)', anchor_boxes([4,2,1]))
     bench_loss('dense (28,14,7,4,2,1 x 6)', anchor_boxes([28,14,7,4,2,1], zooms=(0.7,1.,1.3), ratios=((1.,1.),(1.,.5))))
