@@ -274,3 +274,8 @@ def test_cuda_equals_cpu():
     cpu = SSDLoss()(preds, bb, lbl)
     gpu = SSDLoss()([p.cuda() for p in preds], bb.cuda(), lbl.cuda())
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-4)
+
+def test_anchors_without_batch_dim():
+    g = torch.Generator().manual_seed(0)
+    preds, bb, lbl = rand_preds(2, g=g), rand_boxes(2, 4, g=g, min_sz=0.05), torch.randint(0, 6, (2, 4), generator=g)
+    torch.testing.assert_close(SSDLoss()((preds[0], preds[1], ANC), bb, lbl), SSDLoss()(preds, bb, lbl))
