@@ -279,3 +279,8 @@ def test_anchors_without_batch_dim():
     g = torch.Generator().manual_seed(0)
     preds, bb, lbl = rand_preds(2, g=g), rand_boxes(2, 4, g=g, min_sz=0.05), torch.randint(0, 6, (2, 4), generator=g)
     torch.testing.assert_close(SSDLoss()((preds[0], preds[1], ANC), bb, lbl), SSDLoss()(preds, bb, lbl))
+
+def test_loss_part_needs_parts():
+    learn, _ = _tiny_learner(lambda p, bb, lbl: p[0].mean()*0 + 1., [clas_loss])
+    with pytest.raises(KeyError, match="keeps no part 'clas'"):
+        with learn.no_logging(): learn.fit(1)
