@@ -2,7 +2,14 @@
 resnet34 training step. Run by hand: `python bench/bench_loss.py [--threads N]` (about 2 minutes on 2 CPU cores).
 
 Times are forward + backward of the loss (what a training step pays), medians of several repeats: wall-clock time,
-and the process's CPU time (all threads), which is steadier on a machine shared with other jobs."""
+and the process's CPU time (all threads), which is steadier on a machine shared with other jobs. On a busy machine
+`--threads 1` gives the steadiest numbers: with 2 threads, every multi-threaded op waits for a descheduled thread.
+
+Measured on 2 shared CPU cores, `--threads 1` (CPU time; torch 2.14.1): 189 anchors 5.9 ms vs 39.0 ms per-image (6.6x);
+6300 anchors 98 ms vs 415 ms (4.2x); SSDLoss is 0.2% (621 anchors) and 1.6% (9441 anchors, FPN) of a resnet34 224 px
+bs 16 training step. With the lesson's 189 anchors the batched loss removes the per-image Python overhead; with
+thousands of anchors both versions spend their time on the same arithmetic (IoUs, focal loss over B x A x C), so the
+ratio is bounded by how much less memory traffic the batched one makes."""
 import argparse, statistics, sys, time
 from pathlib import Path
 import torch
