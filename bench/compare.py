@@ -5,11 +5,14 @@ size, epochs), as a fastai `Learner` with the same `fit_one_cycle(epochs, lr)` (
 the torchvision models are wrapped in a module that returns the sum of their own losses, with a callback handing it
 the batch's targets (pixel xyxy, labels 1..C, padding rows dropped). All are then evaluated by pycocotools on the
 validation set in the pixels of the original images (mAP@0.5, AP@[.5:.95]), and timed on the same machine:
-training step (images/s, median over the fit, data loading excluded) and whole fit, inference latency per image at
-bs 1 and bs 32 (normalise + model + decoding + NMS), peak memory of each phase. Then the library's own parts:
-fastai's overhead (a `ssd_learner` step against a plain PyTorch loop over the same model, loss and batches), the
-loss, `decode_dets` against a per-image torchvision `batched_nms` post-processing, and its mAP against pycocotools
-and faster-coco-eval on the same detections.
+the whole fit (images/s, data loading included), then, after training, all models interleaved round-robin (fair on
+a busy machine; medians): a training step through fastai (`Learner.one_batch`, data loading excluded), inference
+latency per image at bs 1 and bs 32 (normalise + model + decoding + NMS, as deployed: `to_detector()` for ours,
+the torchvision model in eval mode for the others), and the memory each phase adds (peak RSS above its start on
+CPU, `max_memory_allocated` on GPU). Then the library's own parts: fastai's overhead (the `ssd_learner` step
+against a plain PyTorch loop over the same model, loss and batches, interleaved), the loss, `decode_dets` against
+a per-image torchvision `batched_nms` post-processing, and its mAP against pycocotools and faster-coco-eval on
+the same detections (time and value).
 
     python bench/compare.py --quick                              # smoke test, ~3 min on 2 CPU cores
     python bench/compare.py                                      # CPU: shapes,bccd,coco128, ~30 min on 2 cores
@@ -68,15 +71,6 @@ def median_time(f, dev, reps=5, warmup=1):
     for _ in range(reps):
         sync(dev); t = time.perf_counter(); f(); sync(dev); ts.append(time.perf_counter()-t)
     return statistics.median(ts)
-
-class StepTimer(Callback):
-    "Wall time of each training step (forward, loss, backward, optimiser step), data loading excluded."
-    order = 100
-    def __init__(self, dev): self.dev = dev
-    def before_fit(self): self.times = []
-    def before_batch(self):
-        if self.training: sync(self.dev); self.t0 = time.perf_counter()
-    def after_step(self): sync(self.dev); self.times.append(time.perf_counter()-self.t0)
 
 class NoValid(Callback):
     "Skip the validation pass during `fit`: every model is evaluated afterwards by the same COCO evaluator."
@@ -167,11 +161,12 @@ def load_data(name, a):
     return recs[:a.max_images] if a.max_images else recs
 
 def make_dls(src, a, dev):
-    return detection_dls(src, size=a.size, bs=a.bs, num_workers=0, device=dev, seed=42)
+    "The same `DataLoaders` for every model; the vocab is every class of the records (a small split may miss some in training)."
+    vocab = sorted({l for r in src for l in r.labels}) if isinstance(src, list) else None
+    return detection_dls(src, size=a.size, bs=a.bs, num_workers=0, device=dev, seed=42, vocab=vocab)
 
-def gt_coco(recs):
-    "COCO ground-truth dict of the validation records, in the pixels of the original images."
-    vocab = sorted({l for r in recs for l in r.labels})
+def gt_coco(recs, vocab):
+    "COCO ground-truth dict of the validation records, in the pixels of the original images; category id = vocab index."
     imgs,anns = [],[]
     for i,r in enumerate(recs):
         w,h = r.size if r.size else image_size(r.fname)
@@ -197,13 +192,13 @@ def coco_eval(gt, dets, lib='pycocotools'):
 # ---------------------------------------------------------------- the models, as learners
 def ours_learner(src, a, dev, n_cls):
     dls = make_dls(src, a, dev)
-    return ssd_learner(dls, arch=a.arch, pretrained=False, metrics=[], cbs=[NoValid(), StepTimer(dev)])
+    return ssd_learner(dls, arch=a.arch, pretrained=False, metrics=[], cbs=[NoValid()])
 
 def tv_learner(kind, src, a, dev, n_cls):
     dls = make_dls(src, a, dev)
     cfg = timm.create_model(a.arch, pretrained=False, num_classes=0).pretrained_cfg   # normalised inside the model
     m = TVWrap(tv_model(kind, a.arch, n_cls, a.size), a.size)
-    return Learner(dls, m, loss_func=tv_loss, opt_func=Adam, cbs=[TVTargets(), NoValid(), StepTimer(dev)])
+    return Learner(dls, m, loss_func=tv_loss, opt_func=Adam, cbs=[TVTargets(), NoValid()])
 
 @torch.inference_mode()
 def predict_valid(learn, ours, dev):
@@ -225,54 +220,95 @@ def predict_valid(learn, ours, dev):
         d['labels'],d['scores'] = d['labels'].numpy(),d['scores'].numpy()
     return dets
 
-def latency(learn, ours, a, dev, bs):
-    "Median seconds per image: normalise + model + decode + NMS on a (bs,3,S,S) batch in [0,1]."
+def interleaved(fs:dict, dev, reps):
+    "Median wall time of each function of `fs`, run round-robin `reps` times after a warm-up: fair on a busy machine."
+    for f in fs.values(): f()
+    ts = {k:[] for k in fs}
+    for _ in range(reps):
+        for k,f in fs.items():
+            sync(dev); t = time.perf_counter(); f(); sync(dev); ts[k].append(time.perf_counter()-t)
+    return {k:statistics.median(v) for k,v in ts.items()}
+
+def batches(learn, n=2):
+    "`n` training batches of the learner's own `DataLoaders` (augmented, on its device)."
+    return [b for _,b in zip(range(n), learn.dls.train)]
+
+def fastai_step(learn, bs):
+    "One training step through fastai's machinery (`Learner.one_batch` with all its callbacks), cycling over `bs`."
+    it = iter(range(10**9))
+    def _f():
+        learn.training = True; learn.model.train()
+        learn.one_batch(0, bs[next(it) % len(bs)])
+    return _f
+
+def plain_step(learn, bs):
+    "The same training step as a plain PyTorch loop: forward, loss, backward, Adam step."
+    model,lf,it = learn.model,learn.loss_func,iter(range(10**9))
+    bs = [tuple(t.as_subclass(torch.Tensor) for t in b) for b in bs]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-5)
+    def _f():
+        x,bb,lbl = bs[next(it) % len(bs)]
+        model.train(); opt.zero_grad(); lf(model(x), bb, lbl).backward(); opt.step()
+    return _f
+
+def predictor(learn, ours, a, dev, bs):
+    "Normalise + model + decode + NMS on a (bs,3,S,S) batch in [0,1], as a user deploys it."
     x = torch.rand(bs, 3, a.size, a.size, device=dev)
     if ours:
         det = learn.to_detector().to(dev)
         f = lambda: det(x)
     else:
-        m = learn.model.eval().m
+        m = learn.model.m
         f = lambda: m(list(x))
-    with torch.inference_mode(): t = median_time(f, dev, reps=a.reps if bs == 1 else max(2, a.reps//2))
-    return t/bs
+    def _f():
+        learn.model.eval()
+        with torch.inference_mode(): f()
+    return _f
 
 def run_model(name, mk, src, a, dev, n_cls, gt):
+    "Train from scratch with fastai's one-cycle, evaluate with pycocotools: a row of the table (speed columns later)."
     learn = mk()
     n_train = len(learn.dls.train_ds)
     with PeakMem(dev) as mem_fit:
         with learn.no_bar(), learn.no_logging():
             t = time.perf_counter(); learn.fit_one_cycle(a.epochs, a.lr); fit_s = time.perf_counter()-t
-    steps = learn.step_timer.times[1:] or learn.step_timer.times
     ours = name == 'ssd_fastai'
     with PeakMem(dev) as mem_inf: dets = predict_valid(learn, ours, dev)
     ap, ap50 = coco_eval(gt, dets)
-    lat1,lat32 = latency(learn, ours, a, dev, 1),latency(learn, ours, a, dev, 32)
     n_par = sum(p.numel() for p in learn.model.parameters())/1e6
-    return dict(model=name, params=n_par, ap50=ap50, ap=ap, step_ips=a.bs/statistics.median(steps),
-                fit_ips=n_train*a.epochs/fit_s, fit_s=fit_s, lat1=lat1*1e3, lat32=lat32*1e3,
-                mem_fit=mem_fit.extra, mem_inf=mem_inf.extra, learn=learn, dets=dets)
+    return dict(model=name, params=n_par, ap50=ap50, ap=ap, fit_ips=n_train*a.epochs/fit_s, fit_s=fit_s,
+                mem_fit=mem_fit.extra, mem_inf=mem_inf.extra, learn=learn, dets=dets, ours=ours)
+
+def speed(rows, a, dev):
+    "Training step, and latency at bs 1 and 32, of all models interleaved; the plain loop of ours next to its fastai step."
+    fs = {}
+    with contextlib.ExitStack() as st:
+        for r in rows:
+            learn = r['learn']; st.enter_context(learn.no_bar()); st.enter_context(learn.no_logging())
+            bs = batches(learn)
+            fs[(r['model'],'step')] = fastai_step(learn, bs)
+            if r['ours']: fs[(r['model'],'plain')] = plain_step(learn, bs)
+        t_step = interleaved(fs, dev, a.reps)
+    lat = {}
+    for bsz,reps in [(1, a.reps), (32, max(2, a.reps//2))]:
+        t = interleaved({r['model']:predictor(r['learn'], r['ours'], a, dev, bsz) for r in rows}, dev, reps)
+        for k,v in t.items(): lat[(k,bsz)] = v/bsz
+    for r in rows:
+        r['step_ips'] = a.bs/t_step[(r['model'],'step')]
+        r['lat1'],r['lat32'] = lat[(r['model'],1)]*1e3,lat[(r['model'],32)]*1e3
+    ours = rows[0]['model']
+    return t_step[(ours,'step')], t_step[(ours,'plain')]
 
 # ---------------------------------------------------------------- the library's own parts
-def fastai_overhead(learn, a, dev):
-    "Median step time of a plain PyTorch loop (Adam, same model, loss and batches) against fastai's step in the fit."
-    model,lf = learn.model.train(),learn.loss_func
-    batches = [to_device(b, dev) for _,b in zip(range(3), learn.dls.train)]
-    batches = [tuple(t.as_subclass(torch.Tensor) for t in b) for b in batches]
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    it = iter(range(10**9))
-    def step():
-        x,bb,lbl = batches[next(it) % len(batches)]
-        opt.zero_grad(); lf(model(x), bb, lbl).backward(); opt.step()
-    plain = median_time(step, dev, reps=a.reps)
-    fa = statistics.median(learn.step_timer.times[1:] or learn.step_timer.times)
-    x,bb,lbl = batches[0]
-    with torch.no_grad(): preds = tuple(p.detach() for p in model(x))
+def loss_time(learn, a, dev):
+    "Median time of `SSDLoss` forward+backward on the model's outputs for a training batch, and those outputs."
+    model,lf = learn.model,learn.loss_func
+    x,bb,lbl = (t.as_subclass(torch.Tensor) for t in batches(learn, 1)[0])
+    with torch.no_grad(): preds = tuple(p.detach() for p in model.eval()(x))
     def loss_fb():
         ps = (preds[0].clone().requires_grad_(), preds[1].clone().requires_grad_(), preds[2])
         lf(ps, bb, lbl).backward()
-    loss_t = median_time(loss_fb, dev, reps=a.reps)
-    return plain, fa, loss_t, preds
+    return median_time(loss_fb, dev, reps=a.reps), preds
 
 def nms_loop_tv(scores, boxes, score_thresh=0.05, nms_thresh=0.5, max_det=100, pre_nms=1000):
     "torchvision-style post-processing, one image at a time: threshold, top-k, `batched_nms` by class, keep `max_det`."
@@ -323,8 +359,7 @@ def bench_dataset(name, a, dev):
     torch.manual_seed(0)
     probe = make_dls(src, a, dev)
     n_cls, recs = len(probe.vocab)-1, probe.valid.items
-    gt, vocab = gt_coco(recs)
-    assert vocab == list(probe.vocab[1:]), 'COCO category ids must match the vocab'
+    gt, vocab = gt_coco(recs, list(probe.vocab[1:]))
     print(f'\n## {name}: {len(probe.train_ds)} train / {len(recs)} valid images, {n_cls} classes, {a.size}px, bs {a.bs}, '
           f'{a.epochs} epochs, lr {a.lr}, {a.arch} from scratch')
     makers = [('ssd_fastai', partial(ours_learner, src, a, dev, n_cls))]
@@ -335,25 +370,27 @@ def bench_dataset(name, a, dev):
         t = time.perf_counter()
         r = run_model(mname, mk, src, a, dev, n_cls, gt); rows.append(r)
         print(f'   {mname}: done in {time.perf_counter()-t:.0f}s', flush=True)
+    print('   timing training steps and inference, all models interleaved...', flush=True)
+    fa, plain = speed(rows, a, dev)
     base = rows[0]
     tab = [dict(model=r['model'], params=f"{r['params']:.1f}M", ap50=f"{r['ap50']:.3f}", ap=f"{r['ap']:.3f}",
                 step=f"{r['step_ips']:.1f} ({r['step_ips']/base['step_ips']:.2f}x)", fit=f"{r['fit_ips']:.1f}",
                 lat1=f"{r['lat1']:.1f} ({r['lat1']/base['lat1']:.2f}x)", lat32=f"{r['lat32']:.2f} ({r['lat32']/base['lat32']:.2f}x)",
                 mem=f"{r['mem_fit']:.0f} / {r['mem_inf']:.0f}") for r in rows]
     print(fmt_table(tab, [('model','model'), ('params','params'), ('ap50','mAP@0.5'), ('ap','AP@[.5:.95]'),
-                          ('step','train step img/s (vs ours)'), ('fit','fit img/s'), ('lat1','ms/img bs1 (vs ours)'),
+                          ('fit','fit img/s'), ('step','train step img/s (vs ours)'), ('lat1','ms/img bs1 (vs ours)'),
                           ('lat32','ms/img bs32 (vs ours)'), ('mem','+MiB train / eval')]))
     learn = base['learn']
-    plain, fa, loss_t, preds = fastai_overhead(learn, a, dev)
+    loss_t, preds = loss_time(learn, a, dev)
     print(f'\nssd_fastai parts ({name}, bs {a.bs}, median of {a.reps}):')
-    print(f'- training step: fastai Learner {fa*1e3:.0f} ms, plain PyTorch loop {plain*1e3:.0f} ms -> fastai overhead {fa/plain-1:+.0%}')
+    print(f'- training step (interleaved): fastai Learner.one_batch {fa*1e3:.0f} ms, plain PyTorch loop {plain*1e3:.0f} ms '
+          f'-> fastai overhead {fa/plain-1:+.0%}')
     print(f'- SSDLoss forward+backward {loss_t*1e3:.1f} ms = {loss_t/plain:.1%} of a plain step ({preds[0].shape[1]} anchors)')
     ours_t, ref_t, n_o, n_r, B = nms_bench(learn, preds, a, dev)
     print(f'- NMS (score>0.01, bs {B}): decode_dets {ours_t*1e3:.1f} ms vs per-image torchvision batched_nms loop '
           f'{ref_t*1e3:.1f} ms ({ref_t/ours_t:.2f}x); detections kept {n_o} vs {n_r}')
     res = map_bench(gt, base['dets'], a)
     print('- AP@[.5:.95] of the same detections: ' + ', '.join(f'{k} {t*1e3:.0f} ms (AP {v:.4f})' for k,(t,v) in res.items()))
-    for r in rows: r.pop('learn'), r.pop('dets')
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -367,7 +404,7 @@ def main():
     p.add_argument('--gpu', action='store_true'); p.add_argument('--quick', action='store_true')
     a = p.parse_args()
     # quick: tiny smoke test; CPU default: ~30 min on 2 cores; GPU: bigger, closer to real training
-    d = (dict(epochs=2, size=64, bs=16, n_shapes=80, max_images=40, reps=3) if a.quick else
+    d = (dict(epochs=2, size=64, bs=16, n_shapes=80, max_images=40, reps=4) if a.quick else
          dict(epochs=20, size=320, bs=32, n_shapes=2000, max_images=None, reps=7) if a.gpu else
          dict(epochs=6, size=128, bs=16, n_shapes=320, max_images=120, reps=5))
     for k,v in d.items():
