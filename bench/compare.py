@@ -406,7 +406,7 @@ def main():
     # quick: tiny smoke test; CPU default: ~30 min on 2 cores; GPU: bigger, closer to real training
     d = (dict(epochs=2, size=64, bs=16, n_shapes=80, max_images=40, reps=4) if a.quick else
          dict(epochs=20, size=320, bs=32, n_shapes=2000, max_images=None, reps=7) if a.gpu else
-         dict(epochs=6, size=128, bs=16, n_shapes=320, max_images=120, reps=5))
+         dict(epochs=5, size=96, bs=16, n_shapes=200, max_images=64, reps=5))
     for k,v in d.items():
         if getattr(a, k) is None: setattr(a, k, v)
     a.tv = [t for t in a.tv.split(',') if t]
