@@ -179,11 +179,11 @@ def test_yolo_names_and_coords(tmp_path, how):
 
 def test_yolo_unknown_class_id(tmp_path):
     root = _yolo(tmp_path, ['5 0.5 0.5 0.2 0.4'])
-    with pytest.raises(ValueError, match=r'0\.txt: unknown class id 5'): read_yolo(root)
+    with pytest.raises(ValueError, match=r'0\.txt, line 1: unknown class id 5'): read_yolo(root)
 
 def test_yolo_bad_line(tmp_path):
     root = _yolo(tmp_path, ['1 0.5 zero 0.2 0.4'])
-    with pytest.raises(ValueError, match=r"0\.txt: every line must be"): read_yolo(root)
+    with pytest.raises(ValueError, match=r"0\.txt, line 1: expected 'class cx cy w h'"): read_yolo(root)
 
 def test_yolo_image_without_labels_has_no_objects(tmp_path):
     root = _yolo(tmp_path, ['1 0.5 0.5 0.2 0.4'])

@@ -116,19 +116,11 @@ def test_truncated_image_through_detection_dls(tmp_path):
     except OSError as e: assert '00002' in str(e) or 'truncated' in str(e).lower()
     else: assert _finite_losses(learn)
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason="detection_dls on no records (an empty list, or a COCO file with "
-                   "no images) raises TypeError ('NoneType' object is not iterable, from fastai's TfmdLists.setup) instead of a "
-                   "ValueError saying there are no images: check_records([]) returns [] silently. Fix: in data._as_records "
-                   "(or detection_dls), raise ValueError(f'detection_dls: no images in {source}') when the records are empty")
 @pytest.mark.parametrize('empty', ['list', 'coco'])
 def test_empty_dataset(tmp_path, empty):
     (tmp_path/'a.json').write_text(json.dumps(dict(images=[], annotations=[], categories=[])))
     with pytest.raises(ValueError, match='no '): detection_dls([] if empty=='list' else tmp_path/'a.json', num_workers=0)
 
-@pytest.mark.xfail(strict=True, raises=(AssertionError, KeyError), reason="detection_dls(vocab=None) takes the vocab from the training split "
-                   "only (fastai's MultiCategorize.setups), so a class seen only in validation raises KeyError \"Labels 'b' were "
-                   "not included in the training dataset\" when the first validation batch is built, i.e. at the end of epoch 1; "
-                   "its docs say 'None: all those found, sorted'")
 def test_class_only_in_validation(tmp_path):
     recs = [DetRecord(_img(tmp_path/f'{i}.png'), [[2, 2, 30, 30]], ['a' if i<4 else 'b']) for i in range(6)]
     dls = detection_dls(recs, size=32, bs=2, splitter=IndexSplitter([4, 5]), num_workers=0)
@@ -158,9 +150,6 @@ def test_coco_missing_top_key(tmp_path, key):
     d = dict(images=[_IMG], annotations=[_ANN], categories=[_CAT]); del d[key]
     with pytest.raises(ValueError, match=f"a.json has no '{key}'"): read_coco(_coco_dir(tmp_path, d))
 
-@pytest.mark.xfail(strict=True, raises=(KeyError, TypeError, AssertionError), reason="read_coco indexes the JSON directly "
-                   "(a['bbox'], a['image_id'], i['file_name'], c['name'], ...): a missing key raises a bare KeyError, and a "
-                   "bbox of the wrong length a ValueError 'cannot reshape array' that names neither the file nor the annotation")
 @pytest.mark.parametrize('where,key', [('annotations', 'bbox'), ('annotations', 'image_id'), ('annotations', 'category_id'),
                                        ('images', 'file_name'), ('images', 'id'), ('categories', 'name'), ('bbox', 3)])
 def test_coco_missing_keys(tmp_path, where, key):
@@ -177,17 +166,11 @@ def _yolo(tmp_path, txt, names='a\nb\n'):
     return tmp_path
 
 def test_yolo_three_numbers(tmp_path):
-    with pytest.raises(ValueError, match=r"0\.txt: every line must be 'class cx cy w h'"): read_yolo(_yolo(tmp_path, '0 0.5 0.5\n'))
+    with pytest.raises(ValueError, match=r"0\.txt, line 1: expected 'class cx cy w h'"): read_yolo(_yolo(tmp_path, '0 0.5 0.5\n'))
 
-@pytest.mark.xfail(strict=True, reason="read_yolo parses the whole file with np.array(...).reshape(-1,5): five lines of "
-                   "3 numbers (15 values) reshape into 3 rows of 5 and are read as other boxes (here: an IndexError building "
-                   "the 'unknown class id' message, because the non-integer class 0.5 is flagged but is in range). "
-                   "Fix: check len(line.split())==5 per line and report non-integer class ids on their own")
 def test_yolo_three_numbers_five_lines(tmp_path):
-    with pytest.raises(ValueError, match=r"0\.txt: every line must be"): read_yolo(_yolo(tmp_path, '0 0.5 0.5\n'*5))
+    with pytest.raises(ValueError, match=r"0\.txt, line 1: expected 'class cx cy w h'"): read_yolo(_yolo(tmp_path, '0 0.5 0.5\n'*5))
 
-@pytest.mark.xfail(strict=True, raises=IndexError, reason="read_yolo: a non-integer class id in range (e.g. '0.5') is "
-                   "detected by cls!=round(cls) but the message indexes cls[(cls<0)|(cls>=n)][0], which is empty: IndexError")
 def test_yolo_fractional_class(tmp_path):
     with pytest.raises(ValueError, match=r'0\.txt'): read_yolo(_yolo(tmp_path, '0.5 0.5 0.5 0.2 0.2\n'))
 
@@ -240,8 +223,6 @@ def test_fuzz_coco_schema_ok(fuzz_dir, imgs, anns, cats):
     (s/'a.json').write_text(json.dumps(dict(images=imgs, annotations=anns, categories=cats)))
     _reader_contract(read_coco, s/'a.json')
 
-@pytest.mark.xfail(strict=True, raises=(KeyError, TypeError, AttributeError), reason="read_coco: missing or mistyped keys "
-                   "inside 'images'/'annotations'/'categories' raise KeyError/TypeError instead of a ValueError naming the file")
 @settings(FUZZ, report_multiple_bugs=False)
 @given(d=st.dictionaries(st.sampled_from(['images', 'annotations', 'categories']),
                          st.lists(st.dictionaries(st.sampled_from(['id', 'image_id', 'category_id', 'bbox', 'file_name', 'name']),
@@ -354,9 +335,6 @@ def test_cli_predict_missing_image(tiny_learner, tmp_path):
     code, err = _run_main(['predict', str(tmp_path/'m.pkl'), str(tmp_path/'nope.png'), '--out', str(tmp_path/'o')])
     assert code==2 and err.count('\n')==1 and 'image file not found' in err and 'nope.png' in err
 
-@pytest.mark.xfail(strict=True, reason="cli.main catches only CLIError/FileNotFoundError/ValueError: `ssd-fastai predict "
-                   "m.pkl corrupt.png` ends in a PIL.UnidentifiedImageError traceback (an OSError) instead of a one-line error "
-                   "naming the file. Fix: check images with data.image_size(f, decode=True) in cli.predict, or catch OSError")
 def test_cli_predict_corrupt_image(tiny_learner, tmp_path):
     tiny_learner.export(tmp_path/'m.pkl')
     (tmp_path/'bad.png').write_bytes(b'garbage')
@@ -390,15 +368,19 @@ def _rand_batch(g, bs=2, m=6, n_cls=3):
     return bb, lbl
 
 
-@pytest.mark.parametrize('dtype', [None, torch.bfloat16, pytest.param(torch.float16, marks=pytest.mark.skipif(
-    not _fp16_cpu_autocast(), reason='this torch has no float16 autocast on CPU'))])
+@pytest.mark.parametrize('dtype', [None, torch.bfloat16, pytest.param(torch.float16, marks=[pytest.mark.slow, pytest.mark.skipif(
+    not _fp16_cpu_autocast(), reason='this torch has no float16 autocast on CPU')])])   # float16 convolutions on CPU are very slow
 def test_random_batches_finite(dtype):
-    "20 random batches through a small SSD and `SSDLoss` (fp32, or under CPU autocast): finite loss and gradients."
+    """10 random batches through a small SSD and `SSDLoss` (fp32, or under CPU autocast): finite loss and gradients.
+    At 128 px no convolution of the head gets a 1x1 input: under bfloat16 autocast on CPU, torch 2.14's convolution
+    backward gives NaN weight gradients at random (uninitialised memory) for a 3x3 stride-2 convolution on a 1x1 input,
+    which the head's second extra layer gets below 96 px (plain torch: `Conv2d(256,256,3,2,1)` on a (2,256,1,1) input
+    under `torch.autocast('cpu', torch.bfloat16)`: NaN in ~40% of backward calls once freed memory held NaNs)."""
     torch.manual_seed(0)
     g, lf, m = torch.Generator().manual_seed(1), SSDLoss(), ssd_model(ARCH, n_cls=3, pretrained=False).train()
     for i in range(20):
-        x = torch.randn(2, 3, 32, 32, generator=g)*(1 if i%4 else 10)
-        bb, lbl = _rand_batch(g)
+        x = torch.randn(2, 3, 128, 128, generator=g)*(1 if i%4 else 10)
+        bb, lbl = _rand_batch(g, bs=2)
         m.zero_grad()
         with torch.autocast('cpu', dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             loss = lf(m(x), bb, lbl)
