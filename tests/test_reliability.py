@@ -371,7 +371,7 @@ def _rand_batch(g, bs=2, m=6, n_cls=3):
 @pytest.mark.parametrize('dtype', [None, torch.bfloat16, pytest.param(torch.float16, marks=[pytest.mark.slow, pytest.mark.skipif(
     not _fp16_cpu_autocast(), reason='this torch has no float16 autocast on CPU')])])   # float16 convolutions on CPU are very slow
 def test_random_batches_finite(dtype):
-    """10 random batches through a small SSD and `SSDLoss` (fp32, or under CPU autocast): finite loss and gradients.
+    """20 random batches through a small SSD and `SSDLoss` (fp32, or under CPU autocast): finite loss and gradients.
     At 128 px no convolution of the head gets a 1x1 input: under bfloat16 autocast on CPU, torch 2.14's convolution
     backward gives NaN weight gradients at random (uninitialised memory) for a 3x3 stride-2 convolution on a 1x1 input,
     which the head's second extra layer gets below 96 px (plain torch: `Conv2d(256,256,3,2,1)` on a (2,256,1,1) input
