@@ -16,7 +16,8 @@ from .inference import *
 from .learner import *
 
 # %% auto #0
-__all__ = ['Checkpoint', 'load_checkpoint', 'CLIError', 'resolve_data', 'train', 'predict', 'evaluate', 'main']
+__all__ = ['rng_state', 'set_rng_state', 'Checkpoint', 'load_checkpoint', 'CLIError', 'resolve_data', 'train', 'predict',
+           'evaluate', 'main']
 
 # %% ../nbs/08_cli.ipynb #5586c242
 def _atomic_write(dest:Path, write):
@@ -26,30 +27,62 @@ def _atomic_write(dest:Path, write):
     write(tmp)
     os.replace(tmp, dest)
 
+def rng_state(dls=None)->dict:
+    "The random state of Python, NumPy and torch (CPU and CUDA), and of the shuffling of each of `dls`' loaders."
+    name,key,pos,has_gauss,gauss = np.random.get_state()
+    return dict(python=random.getstate(), numpy=(name, key.tolist(), pos, has_gauss, gauss), torch=torch.get_rng_state(),
+                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                loaders=[dl.rng.getstate() for dl in getattr(dls, 'loaders', [])])
+
+def set_rng_state(state:dict, dls=None):
+    "Put back a `rng_state(dls)`."
+    random.setstate(state['python'])
+    name,key,*rest = state['numpy']
+    np.random.set_state((name, np.array(key, dtype=np.uint32), *rest))
+    torch.set_rng_state(state['torch'])
+    if state['cuda']: torch.cuda.set_rng_state_all(state['cuda'])
+    for dl,s in zip(getattr(dls, 'loaders', []), state['loaders']): dl.rng.setstate(s)
+
 class Checkpoint(Callback):
-    "After each epoch, save model, optimiser and the metrics so far to `fname`.pth/.json, atomically."
+    "After each epoch, save all a resumed `fit` needs to `fname`.pth, and the metrics to `fname`.json, atomically."
     order = Recorder.order+1
-    def __init__(self, fname='checkpoint', meta:dict|None=None, history:list|None=None, start_epoch:int=0):
-        store_attr('fname,meta,start_epoch')
-        self.history = list(ifnone(history, []))
+    def __init__(self, fname='checkpoint', meta:dict|None=None, # settings of the run, saved with it
+                 resume:dict|None=None): # what `load_checkpoint` returned, to continue that run
+        store_attr('fname,meta')
+        self.resume = ifnone(resume, {})
+        self.start_epoch,self.history = self.resume.get('epoch', 0),list(self.resume.get('history', []))
+    def before_epoch(self):
+        if self.epoch != self.start_epoch or not self.resume: return
+        set_rng_state(self.resume['rng'], self.dls)
+        self.recorder.smooth_loss.val,self.recorder.smooth_loss.count = tensor(self.resume['smooth_loss'][0]),self.resume['smooth_loss'][1]
     def after_epoch(self):
         if self.epoch < self.start_epoch: return   # an epoch done before a resume, skipped by `fit(start_epoch=...)`
         names,row = self.recorder.metric_names[1:-1],self.recorder.values[-1][:-1]
         self.history.append(dict(epoch=self.epoch, **{n:float(v) for n,v in zip(names, row)}))
         dest = self.learn.path/self.learn.model_dir/self.fname
         dest.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(dest.with_suffix('.pth'), lambda f: save_model(f, self.learn.model, self.learn.opt, with_opt=True))
+        sl = self.recorder.smooth_loss
         info = dict(epoch=self.epoch+1, n_epoch=self.n_epoch, meta=self.meta, history=self.history)
+        state = dict(model=get_model(self.model).state_dict(), opt=self.opt.state_dict(), rng=rng_state(self.dls),
+                     smooth_loss=(float(sl.val), sl.count), **info)
+        _atomic_write(dest.with_suffix('.pth'), lambda f: torch.save(state, f))
         _atomic_write(dest.with_suffix('.json'), lambda f: Path(f).write_text(json.dumps(info, indent=1)))
 
+
 # %% ../nbs/08_cli.ipynb #2d35fb5d
-def load_checkpoint(learn, fname='checkpoint')->dict:
-    "Load the last `Checkpoint` into `learn` and return its info (`epoch` = epochs done); `{}` if there is none."
-    dest = learn.path/learn.model_dir/fname
-    if not dest.with_suffix('.json').exists(): return {}
+def load_checkpoint(learn, fname='checkpoint',
+                    meta:dict|None=None)->dict: # if given, the settings the checkpoint must have been made with
+    "Load the last `Checkpoint`'s weights and optimiser state into `learn`; return the rest of it (`{}` if there is none)."
+    f = learn.path/learn.model_dir/f'{fname}.pth'
+    if not f.exists(): return {}
+    with torch.serialization.safe_globals([L, np.dtype, np._core.multiarray.scalar, *[getattr(np.dtypes, t) for t in np.dtypes.__all__]]):
+        state = torch.load(f, map_location=learn.dls.device)   # the optimiser's state holds these, as in fastai's `load_model`
+    if meta is not None and state['meta'] != meta: raise ValueError(f"{f} was made with other settings: {state['meta']}")
     learn.create_opt()
-    load_model(dest.with_suffix('.pth'), learn.model, learn.opt, with_opt=True, device=learn.dls.device)
-    return json.loads(dest.with_suffix('.json').read_text())
+    get_model(learn.model).load_state_dict(state.pop('model'))
+    learn.opt.load_state_dict(state.pop('opt'))
+    return state
+
 
 # %% ../nbs/08_cli.ipynb #0ce197f8
 class CLIError(Exception):
@@ -96,17 +129,12 @@ def train(data:str|None=None, # a VOC/COCO/YOLO/CSV dataset, 'pascal', or None f
     splitter = IndexSplitter(valid_idx) if valid_idx is not None else None
     dls = detection_dls(recs, size=size, bs=bs, seed=seed, splitter=splitter)
     meta = dict(data=data, arch=arch, size=size, bs=bs, epochs=epochs, lr=lr, n_images=n_images, seed=seed, strides=list(strides))
-    ckpt = Checkpoint(meta=meta)
     learn = ssd_learner(dls, arch=arch, pretrained=pretrained, path=out, model_dir='.', strides=strides)
-    start = 0
-    if resume:
-        info = load_checkpoint(learn)
-        if not info: raise CLIError(f"--resume: no checkpoint in {out}")
-        if info['meta'] != meta: raise CLIError(f"--resume: the checkpoint in {out} was made with other settings: {info['meta']}")
-        start,ckpt.history = info['epoch'],info['history']
-        ckpt.start_epoch = start
-    if start < epochs: learn.fit_one_cycle(epochs, lr, start_epoch=start, cbs=ckpt)
-    final = dict(zip(learn.recorder.metric_names[2:-1], map(float, learn.validate())))
+    info = load_checkpoint(learn, meta=meta) if resume else {}
+    if resume and not info: raise CLIError(f"--resume: no checkpoint in {out}")
+    ckpt = Checkpoint(meta=meta, resume=info)
+    if ckpt.start_epoch < epochs: learn.fit_one_cycle(epochs, lr, start_epoch=ckpt.start_epoch, cbs=ckpt)
+    final = dict(zip(['valid_loss', *learn.metrics.attrgot('name')], map(float, learn.validate())))
     learn.export('ssd.pkl')
     learn.show_results(max_n=4)
     plt.gcf().savefig(out/'results.png', dpi=80)

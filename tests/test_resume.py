@@ -29,15 +29,9 @@ def _load(f):
 
 @pytest.mark.slow
 def test_kill_and_resume(tmp_path):
-    """Kill `ssd-fastai train` (SIGKILL) once its first checkpoint is written, then `--resume`: it finishes, the history has
-    the 3 epochs, and `ssd.pkl` loads.
-
-    Compared with an uninterrupted run of the same command: the resumed run restores the weights and the optimiser state
-    (`Checkpoint` saves both) and fastai's one-cycle schedule restarts at the right point (`start_epoch`), but not the
-    random state of the data loaders and augmentation (shuffling, flips, zooms, lighting) nor the dropout masks: after
-    the restart the epochs see other random batches. So only the epochs before the kill are identical; the final metrics
-    are only close: the test asserts the training loss of the last epoch within 25% of the uninterrupted one and the
-    validation loss within 10% (measured once: epoch 0 identical; last epoch train 3.518 vs 3.623, valid 3.648 vs 3.582). (mAP on a 10-image validation set of a 3-epoch model is mostly noise, so it is only checked to be in [0,1].)"""
+    """Kill `ssd-fastai train` (SIGKILL) once its first checkpoint is written, then `--resume`: it finishes with the same
+    metrics, epoch by epoch, as an uninterrupted run of the same command, and its `ssd.pkl` makes the same predictions.
+    (The checkpoint holds the weights, the optimiser, the random state and the smoothed training loss.)"""
     d = tmp_path/'killed'
     p = subprocess.Popen(_cmd(d), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -54,27 +48,23 @@ def test_kill_and_resume(tmp_path):
     json.loads((d/'checkpoint.json').read_text())          # what was written is whole: atomic writes
 
     resumed = _run(d, '--resume')
-    epochs = [h['epoch'] for h in resumed['history'] if 'train_loss' in h]
-    assert epochs==[0, 1, 2], resumed['history']
-    learn = _load(d/'ssd.pkl')
-    assert learn.dls.vocab==['#na#', *resumed['vocab']]
-
     straight = _run(tmp_path/'straight')
-    assert [h['epoch'] for h in straight['history']]==[0, 1, 2]
-    h0, h1 = [h for h in resumed['history'] if 'train_loss' in h], straight['history']
-    for k in h0[0]:                                        # the first epoch ran before the kill: identical
-        assert h0[0][k]==pytest.approx(h1[0][k], rel=1e-5, abs=1e-6), k
-    assert h0[-1]['train_loss']==pytest.approx(h1[-1]['train_loss'], rel=0.25)
-    assert h0[-1]['valid_loss']==pytest.approx(h1[-1]['valid_loss'], rel=0.1)
+    assert [h['epoch'] for h in resumed['history']]==[h['epoch'] for h in straight['history']]==[0, 1, 2]
+    for h0,h1 in zip(resumed['history'], straight['history']):
+        assert h0.keys()==h1.keys()
+        for k in h0: assert h0[k]==pytest.approx(h1[k], rel=1e-5, abs=1e-6), (h0['epoch'], k)
+    assert resumed['final']==pytest.approx(straight['final'], rel=1e-5, abs=1e-6)
     assert resumed['settings']==straight['settings'] and resumed['n_train']==straight['n_train']
-    for k, v in resumed['final'].items():
-        assert v==v and abs(v)<1e6, k                       # finite
-        if 'map' in k.lower(): assert 0<=v<=1, k
-    if len(resumed['history'])!=3:
-        pytest.xfail("cli.Checkpoint.after_epoch also runs for the epochs that fastai's `start_epoch` (SkipToEpoch) cancels, "
-                     "so a resumed run's metrics.json history gets an extra entry {'epoch': k} without values for each skipped "
-                     f"epoch: {[h['epoch'] for h in resumed['history']]}. Fix: skip epochs before the start, e.g. "
-                     "`if self.epoch < self.start_epoch: return` with `ckpt.start_epoch = start` set in `train`")
+    l0,l1 = _load(d/'ssd.pkl'),_load(tmp_path/'straight'/'ssd.pkl')
+    assert l0.dls.vocab==l1.dls.vocab==['#na#', *resumed['vocab']]
+    for a,b in zip(l0.model.state_dict().values(), l1.model.state_dict().values()): torch.testing.assert_close(a, b)
+
+def test_resume_with_other_settings(tmp_path):
+    "`--resume` with settings other than the checkpoint's: one-line error naming the checkpoint, exit 2."
+    _run(tmp_path, '--epochs', '1')
+    r = subprocess.run(_cmd(tmp_path, '--resume', '--lr', '0.01'), capture_output=True, text=True, timeout=300)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode==2 and 'checkpoint.pth was made with other settings' in last and 'Traceback' not in r.stderr, r.stderr[-2000:]
 
 def test_resume_without_checkpoint(tmp_path):
     "`--resume` where nothing was saved: one-line error, exit 2, no training."
