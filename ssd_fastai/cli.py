@@ -89,19 +89,20 @@ class CLIError(Exception):
     "A mistake in the command's arguments or inputs, reported as one line."
 
 def resolve_data(data:str|None, # None: the synthetic shapes; 'pascal': fastai's PASCAL_2007; or a path
-                 n:int=600, size:int=128)->tuple: # shapes' images and size
+                 n:int=600, size:int=128, # shapes' images and size
+                 **kwargs)->tuple: # passed to the reader, e.g. `vocab` (the known classes)
     "The records (train and validation together, and the split to use, if the source has one) for `--data`."
-    if data is None: return read_detections(make_shapes(n=n, size=size)),None
-    if data == 'pascal': return _pascal()
+    if data is None: return read_detections(make_shapes(n=n, size=size), **kwargs),None
+    if data == 'pascal': return _pascal(**kwargs)
     path = Path(data).expanduser()
     if not path.exists(): raise CLIError(f"--data: {path} does not exist")
-    return read_detections(path),None
+    return read_detections(path, **kwargs),None
 
-def _pascal()->tuple:
+def _pascal(**kwargs)->tuple:
     "fastai's PASCAL_2007: its train and valid COCO files, with `valid` as the validation split."
     try: path = untar_data(URLs.PASCAL_2007)
     except Exception as e: raise CLIError(f"--data pascal: could not download PASCAL_2007 ({type(e).__name__}: {e})") from e
-    trn,val = read_coco(path/'train.json', path/'train'),read_coco(path/'valid.json', path/'train')
+    trn,val = read_coco(path/'train.json', path/'train', **kwargs),read_coco(path/'valid.json', path/'train', **kwargs)
     return trn+val,list(range(len(trn), len(trn)+len(val)))
 
 # %% ../nbs/08_cli.ipynb #7e1ab719
@@ -178,9 +179,7 @@ def evaluate(model:str, # an exported learner (`ssd.pkl`)
             )->dict: # COCO and VOC mAPs
     "The mAPs of `model` on `data`, in the pixels of the original images (VOC `difficult` objects ignored)."
     learn = _load(model)
-    recs,_ = resolve_data(data)
-    unknown = sorted(set(l for r in recs for l in r.labels) - set(learn.dls.vocab))
-    if unknown: raise CLIError(f"{data}: classes the model does not know: {', '.join(unknown)}")
+    recs,_ = resolve_data(data, vocab=learn.dls.vocab)   # a class the model does not know: `ValueError` naming the file
     cls = {c:i for i,c in enumerate(learn.dls.vocab)}
     dets = [dict(boxes=b, labels=torch.tensor([cls[c] for c in l], dtype=torch.long), scores=s)
             for b,l,s in learn.predict_batch([r.fname for r in recs])]

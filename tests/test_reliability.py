@@ -17,7 +17,7 @@ from ssd_fastai.model import ssd_model
 from ssd_fastai.loss import SSDLoss
 from ssd_fastai.learner import ssd_learner
 from ssd_fastai.inference import DetDecoder
-from ssd_fastai.cli import main
+from ssd_fastai.cli import main, evaluate
 
 ARCH = 'resnet10t'
 
@@ -340,6 +340,44 @@ def test_cli_predict_corrupt_image(tiny_learner, tmp_path):
     (tmp_path/'bad.png').write_bytes(b'garbage')
     code, err = _run_main(['predict', str(tmp_path/'m.pkl'), str(tmp_path/'bad.png'), '--out', str(tmp_path/'o')])
     assert code==2 and 'bad.png' in err
+
+def _renamed_class_set(d):
+    "A COCO shapes set in `d` whose first annotated class is renamed 'zebra'; returns the folder."
+    d = make_shapes(d, n=8, size=48)
+    js = json.loads((d/'annotations.json').read_text())
+    cat = js['annotations'][0]['category_id']
+    for c in js['categories']:
+        if c['id']==cat: c['name'] = 'zebra'
+    (d/'annotations.json').write_text(json.dumps(js))
+    return d
+
+def test_cli_eval_unknown_class(tiny_learner, tmp_path):
+    "`ssd-fastai eval` on data with a class the model does not know: one line naming a file and the class, exit 2."
+    tiny_learner.export(tmp_path/'m.pkl')
+    d = _renamed_class_set(tmp_path/'s')
+    code, err = _run_main(['eval', str(tmp_path/'m.pkl'), '--data', str(d)])
+    assert code==2 and err.count('\n')==1 and "unknown class 'zebra'" in err and '.png' in err, err
+
+def test_cli_eval_matches_pycocotools(tiny_learner, tmp_path):
+    """`ssd-fastai eval` on a COCO set of another image size than training's: the AP and AP50 that pycocotools gives
+    for the model's predictions (in pixels) against the annotation file itself."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    tiny_learner.export(tmp_path/'m.pkl')
+    d = make_shapes(tmp_path/'s', n=12, size=64)
+    res = _quiet(evaluate, tmp_path/'m.pkl', d)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(d/'annotations.json'))
+        ids = {c['name']:c['id'] for c in gt.dataset['categories']}
+        dets = []
+        for img in gt.dataset['images']:
+            b, l, s = tiny_learner.predict(d/'images'/img['file_name'])
+            dets += [dict(image_id=img['id'], category_id=ids[c], bbox=[x0, y0, x1-x0, y1-y0], score=float(p))
+                     for (x0, y0, x1, y1), c, p in zip(b.tolist(), l, s)]
+        E = COCOeval(gt, gt.loadRes(dets), 'bbox')
+        E.evaluate(); E.accumulate(); E.summarize()
+    assert len(dets) > 0 and E.stats[1] > 0
+    assert res['AP']==pytest.approx(E.stats[0], abs=1e-4) and res['AP50']==pytest.approx(E.stats[1], abs=1e-4)
 
 def test_cli_subprocess_bad_argument():
     "The installed `ssd-fastai` command: exit status 2 and one error line, no traceback."
