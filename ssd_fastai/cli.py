@@ -115,12 +115,12 @@ def train(data:str|None=None, # a VOC/COCO/YOLO/CSV dataset, 'pascal', or None f
           pretrained:bool=False, # start from timm's pretrained weights (needs them downloaded once)
           size:int=128, # training image size
           bs:int=16, # batch size
-          epochs:int=15, # epochs of the one-cycle schedule
+          epochs:int=10, # epochs of the one-cycle schedule
           lr:float=3e-3, # maximum learning rate
           n_images:int=1600, # images in the synthetic set
           seed:int=42, # seed of the split, the initialisation and the augmentation
           resume:bool=False, # continue from the last checkpoint in `out`
-          strides=(16,32,64,128), # strides of the feature maps the head predicts from
+          strides=(8,16,32,64), # strides of the feature maps the head predicts from (8: small objects)
          )->dict: # the final metrics
     "Train an SSD on `data`, writing `ssd.pkl`, `results.png`, `metrics.json` and checkpoints to `out`."
     out = Path(out)
@@ -199,11 +199,11 @@ def _parser()->argparse.ArgumentParser:
     t.add_argument('--pretrained', action='store_true', help="start from timm's pretrained weights (downloaded once)")
     t.add_argument('--size', type=int, default=128, help='image size (default: %(default)s)')
     t.add_argument('--bs', type=int, default=16, help='batch size (default: %(default)s)')
-    t.add_argument('--epochs', type=int, default=15, help='epochs (default: %(default)s)')
+    t.add_argument('--epochs', type=int, default=10, help='epochs (default: %(default)s)')
     t.add_argument('--lr', type=float, default=3e-3, help='maximum learning rate (default: %(default)s)')
     t.add_argument('--n-images', type=int, default=1600, help='synthetic images to generate (default: %(default)s)')
     t.add_argument('--seed', type=int, default=42, help='random seed (default: %(default)s)')
-    t.add_argument('--strides', type=int, nargs='+', default=[16,32,64,128],
+    t.add_argument('--strides', type=int, nargs='+', default=[8,16,32,64],
                    help='strides of the feature maps to predict from (default: %(default)s)')
     t.add_argument('--resume', action='store_true', help='continue an interrupted run from its last checkpoint in --out')
     pr = sub.add_parser('predict', help='detect objects in images with an exported model',

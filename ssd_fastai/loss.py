@@ -14,9 +14,9 @@ from fastai.learner import Metric
 from fastai.torch_core import find_bs
 
 # %% auto #0
-__all__ = ['clas_loss', 'loc_loss', 'pos_per_img', 'anchor_iou', 'match_anchors', 'match_anchors_loop', 'one_hot_nobg',
-           'bce_loss', 'focal_loss', 'hard_negatives', 'l1_loss', 'smooth_l1_loss', 'SSDLoss', 'ssd_loss_loop',
-           'LossPart', 'sigmoid_box', 'SingleObjectLoss', 'detn_l1', 'detn_acc']
+__all__ = ['clas_loss', 'loc_loss', 'pos_per_img', 'anchor_iou', 'match_anchors', 'match_anchors_loop', 'anchor_coverage',
+           'one_hot_nobg', 'bce_loss', 'focal_loss', 'hard_negatives', 'l1_loss', 'smooth_l1_loss', 'SSDLoss',
+           'ssd_loss_loop', 'LossPart', 'sigmoid_box', 'SingleObjectLoss', 'detn_l1', 'detn_acc']
 
 # %% ../nbs/04_loss.ipynb #c20242c2
 from .boxes import box_iou, box_area, cxcywh2xyxy
@@ -98,6 +98,19 @@ def match_anchors_loop(anc:Tensor, bb:Tensor, lbl:Tensor, thresh:float=0.5, forc
                 if ov>0: gt_idx[a],pos_i[a] = o,True
         idx[i],pos[i] = keep[gt_idx],pos_i
     return idx,pos
+
+# %% ../nbs/04_loss.ipynb #29ed4d53
+def anchor_coverage(anc:Tensor, # anchors (A,4), scaled cxcywh, as `anchor_boxes` or `SSDModel.anchors` make them
+                    bb:Tensor, # ground-truth boxes (B,M,4), scaled xyxy
+                    lbl:Tensor, # labels (B,M), 0 = padding
+                    thresh:float=0.5, # IoU an anchor needs to take an object
+                   )->dict:
+    "How well anchors fit objects: share with a best anchor over `thresh`, their mean best IoU, positive anchors per object."
+    anc,obj = cxcywh2xyxy(anc),lbl>0
+    best = anchor_iou(anc, bb).amax(1)[obj]                                  # each object's best IoU
+    idx,pos = match_anchors(anc, bb, lbl, thresh)
+    n_pos = torch.zeros(lbl.shape, device=lbl.device).scatter_add_(1, idx, pos.float())[obj]
+    return dict(covered=(best>=thresh).float().mean().item(), best_iou=best.mean().item(), pos_per_obj=n_pos.mean().item())
 
 # %% ../nbs/04_loss.ipynb #dece3b61
 def one_hot_nobg(targ:Tensor, # targets (...,) vocab indices, 0 = background

@@ -156,7 +156,7 @@ class SSDHead(nn.Module):
                  reductions:list, # strides of the body's levels
                  n_cls:int, # number of foreground classes
                  k:int, # anchors per cell
-                 strides=(32,64,128), # strides of the levels to predict on
+                 strides=(16,32,64,128), # strides of the levels to predict on
                  fpn=False, # top-down feature pyramid over the body levels used
                  nf=256, # channels of the head's convolutions
                  drop=0.1, # dropout of the `StdConv`s
@@ -191,7 +191,7 @@ class SSDHead(nn.Module):
 class SSDModel(nn.Module):
     "Body + SSD head + anchors: forward returns `(clas (B,A,n_cls), box (B,A,4), anc (B,A,4))`."
     def __init__(self, body:nn.Module, head:SSDHead,
-                 zooms=(0.7,1.,1.3), # anchor size multipliers of the cell
+                 zooms=(2.,2.52,3.17), # anchor size multipliers of the cell
                  ratios=((1.,1.),(1.,.5),(.5,1.))): # anchor (width, height) multipliers
         super().__init__()
         store_attr()
@@ -209,7 +209,8 @@ def ssd_model(arch:str='resnet34', # any timm model that supports `features_only
               n_cls:int=20, # number of foreground classes
               pretrained=True, # timm's pretrained weights (downloaded on first use)
               weights=None, # or a local state dict
-              zooms=(0.7,1.,1.3), ratios=((1.,1.),(1.,.5),(.5,1.)),
+              zooms=(2.,2.52,3.17), # anchor sizes in cells (the lesson's: (0.7,1.,1.3))
+              ratios=((1.,1.),(1.,.5),(.5,1.)), # anchor (width, height) multipliers
               **kwargs)->SSDModel:
     "An `SSDModel` with a timm body; `kwargs` go to `SSDHead` (`strides`, `fpn`, `nf`, `drop`, `prior`)."
     body = TimmBody(arch, pretrained, weights)

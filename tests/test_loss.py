@@ -47,6 +47,25 @@ def test_match_equals_loop(b, thresh, force, grids, chunk):
     if lbl.shape[1]: assert (lbl.gather(1, idx)[pos] > 0).all()        # never matched to padding
     assert not pos[(lbl>0).sum(1)==0].any()                               # empty images are all background
 
+
+@settings(max_examples=100, deadline=None)
+@given(batches(), st.sampled_from([0.4, 0.5]), anchor_sets)
+def test_anchor_coverage(b, thresh, grids):
+    "`anchor_coverage` equals a count object by object, with torchvision's IoU and the per-image matcher."
+    bb,lbl = b
+    if not (lbl>0).any(): return
+    c = anchor_coverage(anchor_boxes(grids), bb, lbl, thresh)
+    anc = cxcywh2xyxy(anchor_boxes(grids))
+    idx,pos = match_anchors_loop(anc, bb, lbl, thresh)
+    best,npos = [],[]
+    for i,m in (lbl>0).nonzero().tolist():
+        best.append(tvo.box_iou(bb[i,m][None], anc).max().item())
+        npos.append(((idx[i]==m) & pos[i]).sum().item())
+    best = torch.tensor(best)
+    assert c['covered']==pytest.approx((best>=thresh).float().mean().item())
+    assert c['best_iou']==pytest.approx(best.mean().item(), abs=1e-6)
+    assert c['pos_per_obj']==pytest.approx(sum(npos)/len(npos))
+
 def test_match_rules():
     "Forcing, threshold, padding garbage, duplicates: each object gets its best anchor, the last duplicate wins it."
     bb = torch.tensor([[[-1., -1, 0, 0], [-1, -1, 0, 0], [5, 5, 9, 9], [0.1, 0.1, 0.2, 0.2]]])
