@@ -98,12 +98,12 @@ def _extra(ni, nf):
     return nn.Sequential(nn.Conv2d(ni, nf, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(nf), nn.ReLU(inplace=True))
 
 class SSDBackbone(nn.Module):
-    "timm body's stride-32 map + two stride-2 convs: the levels (32,64,128) that `ssd_learner` predicts on by default."
+    "timm body's stride-16 and 32 maps + two stride-2 convs: the levels (16,32,64,128) `ssd_learner` predicts on by default."
     def __init__(self, arch, nf=256):
         super().__init__()
-        self.body = TimmFeatures(arch, (4,))
+        self.body = TimmFeatures(arch, (3,4))
         self.extra = nn.ModuleList([_extra(self.body.channels[-1], nf), _extra(nf, nf)])
-        self.out_channels = [self.body.channels[-1], nf, nf]
+        self.out_channels = [*self.body.channels, nf, nf]
     def forward(self, x):
         xs = list(self.body(x).values())
         for e in self.extra: xs.append(e(xs[-1]))
@@ -120,7 +120,7 @@ def tv_model(kind, arch, n_cls, size):
         return RetinaNet(FPNBackbone(arch), n_cls+1, min_size=size, max_size=size, anchor_generator=anc,
                          detections_per_img=100, **kw)
     bb = SSDBackbone(arch)
-    anc = DefaultBoxGenerator([[2]]*3)
+    anc = DefaultBoxGenerator([[2]]*4)
     na = anc.num_anchors_per_location()
     head = (SSDHead(bb.out_channels, na, n_cls+1) if kind == 'ssd' else
             SSDLiteHead(bb.out_channels, na, n_cls+1, partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)))

@@ -18,12 +18,14 @@ def model(request): return ssd_model(request.param, n_cls=5, pretrained=False, n
 @pytest.mark.parametrize('sz', SIZES)
 def test_shapes_and_anchors(model, sz):
     x = torch.randn(2, 3, *sz)
-    with torch.no_grad(): clas, box, anc = model(x); last = tuple(model.body(x)[-1].shape[-2:])
-    grids = [last, _half(last), _half(_half(last))]
+    "The default levels: the body's stride-16 and stride-32 maps and two stride-2 convolutions; anchors 2-3.2 cells wide."
+    with torch.no_grad(): clas, box, anc = model(x); feats = model.body(x)
+    s16, s32 = (tuple(feats[model.body.reductions.index(s)].shape[-2:]) for s in (16, 32))
+    grids = [s16, s32, _half(s32), _half(_half(s32))]
     assert model.grids == grids
     A = sum(h*w for h,w in grids)*9
     assert clas.shape == (2, A, 5) and box.shape == (2, A, 4) and anc.shape == (2, A, 4)
-    assert torch.equal(anc[1], anchor_boxes(grids))
+    assert torch.equal(anc[1], anchor_boxes(grids, zooms=(2., 2.52, 3.17)))
 
 def test_anchors_cached_and_recomputed():
     m = ssd_model('resnet18', n_cls=2, pretrained=False, nf=16).eval()
@@ -52,7 +54,7 @@ def test_other_zooms_ratios():
     zooms, ratios = (1., 2.), ((1., 1.), (2., 1.))
     m = ssd_model('resnet18', n_cls=3, pretrained=False, zooms=zooms, ratios=ratios, nf=16).eval()
     with torch.no_grad(): clas, box, anc = m(torch.randn(2, 3, 128, 128))
-    assert anc.shape[1] == clas.shape[1] == 21*4
+    assert anc.shape[1] == clas.shape[1] == (64+16+4+1)*4
 
 def test_outconv_order_matches_anchors():
     "Wire an OutConv so its outputs *are* the anchors: class logits = cell centre, box = anchor size."

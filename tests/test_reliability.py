@@ -369,9 +369,8 @@ def test_cli_eval_matches_pycocotools(tiny_learner, tmp_path):
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(d/'annotations.json'))
         ids = {c['name']:c['id'] for c in gt.dataset['categories']}
-        dets = []
-        for img in gt.dataset['images']:
-            b, l, s = tiny_learner.predict(d/'images'/img['file_name'])
+        dets, imgs = [], gt.dataset['images']
+        for img,(b, l, s) in zip(imgs, tiny_learner.predict_batch([d/'images'/i['file_name'] for i in imgs])):   # batched as `evaluate` does
             dets += [dict(image_id=img['id'], category_id=ids[c], bbox=[x0, y0, x1-x0, y1-y0], score=float(p))
                      for (x0, y0, x1, y1), c, p in zip(b.tolist(), l, s)]
         E = COCOeval(gt, gt.loadRes(dets), 'bbox')
