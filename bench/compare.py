@@ -15,7 +15,7 @@ a per-image torchvision `batched_nms` post-processing, and its mAP against pycoc
 the same detections (time and value).
 
     python bench/compare.py --quick                              # smoke test, ~3 min on 2 CPU cores
-    python bench/compare.py                                      # CPU: shapes,bccd,coco128, ~30 min on 2 cores
+    python bench/compare.py                                      # CPU: shapes,bccd,coco128, ~19 min on 2 cores
     python bench/compare.py --gpu --epochs 30 --size 320 --arch resnet34 --n-shapes 2000   # one GPU
 
 Real sets (/work/shared/data/bccd, /work/shared/data/coco128, or `--data-root`) are skipped when missing.
@@ -403,10 +403,10 @@ def main():
     p.add_argument('--data-root', default='/work/shared/data'); p.add_argument('--threads', type=int, default=None)
     p.add_argument('--gpu', action='store_true'); p.add_argument('--quick', action='store_true')
     a = p.parse_args()
-    # quick: tiny smoke test; CPU default: ~30 min on 2 cores; GPU: bigger, closer to real training
+    # quick: tiny smoke test; CPU default: ~19 min on 2 cores; GPU: bigger, closer to real training
     d = (dict(epochs=2, size=64, bs=16, n_shapes=80, max_images=40, reps=4) if a.quick else
          dict(epochs=20, size=320, bs=32, n_shapes=2000, max_images=None, reps=7) if a.gpu else
-         dict(epochs=5, size=96, bs=16, n_shapes=200, max_images=64, reps=5))
+         dict(epochs=10, size=128, bs=16, n_shapes=600, max_images=None, reps=5))
     for k,v in d.items():
         if getattr(a, k) is None: setattr(a, k, v)
     a.tv = [t for t in a.tv.split(',') if t]
