@@ -1,15 +1,17 @@
 """Benchmark: batched `SSDLoss` against the per-image reference `ssd_loss_loop`, and the loss as a fraction of a
-resnet34 training step. Run by hand: `python bench/bench_loss.py [--threads N]` (about 2 minutes on 2 CPU cores).
+resnet34 training step. Run by hand: `python bench/bench_loss.py [--threads N]` (about 30 s on 2 CPU cores).
 
 Times are forward + backward of the loss (what a training step pays), medians of several repeats: wall-clock time,
 and the process's CPU time (all threads), which is steadier on a machine shared with other jobs. On a busy machine
 `--threads 1` gives the steadiest numbers: with 2 threads, every multi-threaded op waits for a descheduled thread.
 
-Measured on 2 shared CPU cores, `--threads 1` (CPU time; torch 2.14.1): 189 anchors 5.9 ms vs 39.0 ms per-image (6.6x);
-6300 anchors 98 ms vs 415 ms (4.2x); SSDLoss is 0.2% (621 anchors) and 1.6% (9441 anchors, FPN) of a resnet34 224 px
-bs 16 training step. With the lesson's 189 anchors the batched loss removes the per-image Python overhead; with
-thousands of anchors both versions spend their time on the same arithmetic (IoUs, focal loss over B x A x C), so the
-ratio is bounded by how much less memory traffic the batched one makes."""
+Measured on 2 idle AMD EPYC cores, `--threads 1`, torch 2.14.1: 189 anchors 7.4 ms vs 38.1 ms per-image (5.1x);
+6300 anchors 255 ms vs 462 ms (1.8x); SSDLoss is 0.9% (2385 anchors, the default head) and 2.8% (9441 anchors, FPN)
+of a resnet34 224 px bs 16 training step. With the lesson's 189 anchors the batched loss removes the per-image Python
+overhead; with thousands of anchors both versions spend their time on the same arithmetic (IoUs, and the focal
+loss's softplus and sigmoid over B x A x C logits, about two thirds of the batched time here), so the ratio is bounded by
+how much less memory traffic the batched one makes. (An earlier run on another, loaded machine measured 6.6x and
+4.2x in CPU time: the elementwise kernels' speed depends on the CPU.)"""
 import argparse, statistics, sys, time
 from pathlib import Path
 import torch
