@@ -157,3 +157,12 @@ def test_ci_script():
     f = ROOT/'.ci'/'run'
     assert f.stat().st_mode & 0o111, '.ci/run is not executable'
     subprocess.run(['bash', '-n', str(f)], check=True)
+
+def test_progress_bars_keep_their_last_state():
+    "Stream outputs are shown as a terminal shows them: fastprogress's console bars (redrawn with \\r) leave the metrics rows."
+    sys.path.insert(0, str(ROOT/'tools'))
+    from build_docs import as_terminal
+    out = ('█\repoch     train_loss\n█\r\rEpoch 1/2 : |----| 0.00% [0/3]\rEpoch 1/2 : |####| 100.00% [3/3]\rEpoch 1/2 :' + ' '*30 +
+           '\r\rEpoch 1/2 :' + ' '*30 + '\r0         1.234567\n')
+    assert as_terminal(out) == 'epoch     train_loss\n0         1.234567\n'
+    assert as_terminal('abc\rX\n') == 'Xbc\n'

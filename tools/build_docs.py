@@ -209,11 +209,20 @@ def _img(mime, data, meta):
     if mime=='image/svg+xml': return f'<div class="cell-output cell-output-display">{data}</div>'
     return f'<div class="cell-output cell-output-display"><img src="data:{mime};base64,{data.strip()}"{wh} alt=""></div>'
 
+def as_terminal(text:str) -> str:
+    "What a terminal shows for `text`: a carriage return goes back to the start of its line, so progress bars keep their last state"
+    lines = []
+    for line in text.split('\n'):
+        shown = ''
+        for seg in line.split('\r'): shown = seg + shown[len(seg):]
+        lines.append(shown.rstrip())
+    return '\n'.join(lines)
+
 def output2html(o, asis=False) -> str:
     "One output of a code cell as HTML"
     from nbconvert.filters.ansi import ansi2html
     t = o.get('output_type')
-    if t=='stream': return _pre(ansi2html(o.text), f'cell-output-{o.get("name","stdout")}')
+    if t=='stream': return _pre(ansi2html(as_terminal(o.text)), f'cell-output-{o.get("name","stdout")}')
     if t=='error': return _pre(ansi2html('\n'.join(o.get('traceback', []))), 'cell-output-error')
     data,meta = o.get('data', {}),o.get('metadata', {})
     def _s(k): v = data[k]; return ''.join(v) if isinstance(v, list) else v
@@ -488,6 +497,7 @@ def readme_text(src:Path|None=None) -> str:
             txt = o.get('text') if o.get('output_type')=='stream' else data.get('text/markdown') or data.get('text/plain')
             if isinstance(txt, list): txt = ''.join(txt)
             if not txt: continue
+            if o.get('output_type')=='stream': txt = as_terminal(txt)
             res.append(txt.strip() if 'text/markdown' in data else _indent(txt))
     return '\n\n'.join(r for r in res if r) + '\n'
 
