@@ -57,6 +57,10 @@ def _iou_maxes(anc:Tensor, bb:Tensor, obj:Tensor, chunk:int)->list[Tensor]:
         best_ov[sl].scatter_(1, order[sl,:m], o); best_anc[sl].scatter_(1, order[sl,:m], a)
     return [torch.cat(ovs), torch.cat(idxs), best_ov, best_anc]
 
+def _default_chunk(anc:Tensor, B:int, M:int)->int:
+    "Images per IoU chunk: about 128K IoUs at a time on CPU, the whole batch on GPU."
+    return B if anc.device.type!='cpu' else max(1, 2**17//max(1, len(anc)*M))
+
 def match_anchors(anc:Tensor, # anchors (A,4), scaled xyxy
                   bb:Tensor, # ground-truth boxes (B,M,4), scaled xyxy; rows with `lbl==0` are padding
                   lbl:Tensor, # labels (B,M), vocab indices, 0 = padding
@@ -68,9 +72,8 @@ def match_anchors(anc:Tensor, # anchors (A,4), scaled xyxy
     B,M = lbl.shape
     A   = anc.shape[0]
     if M==0: return lbl.new_zeros(B,A), torch.zeros(B,A, dtype=torch.bool, device=lbl.device)
-    chunk = ifnone(chunk, B if anc.device.type!='cpu' else max(1, 2**17//(A*M)))
     obj = lbl>0
-    ov,idx,best_ov,best_anc = _iou_maxes(anc, bb, obj, chunk)
+    ov,idx,best_ov,best_anc = _iou_maxes(anc, bb, obj, ifnone(chunk, _default_chunk(anc, B, M)))
     pos = ov>=thresh
     if force:
         m = torch.arange(M, device=lbl.device).expand(B,M)
@@ -107,7 +110,7 @@ def anchor_coverage(anc:Tensor, # anchors (A,4), scaled cxcywh, as `anchor_boxes
                    )->dict:
     "How well anchors fit objects: share with a best anchor over `thresh`, their mean best IoU, positive anchors per object."
     anc,obj = cxcywh2xyxy(anc),lbl>0
-    best = anchor_iou(anc, bb).amax(1)[obj]                                  # each object's best IoU
+    best = _iou_maxes(anc, bb, obj, _default_chunk(anc, *lbl.shape))[2][obj]   # each object's best IoU, chunk by chunk
     idx,pos = match_anchors(anc, bb, lbl, thresh)
     n_pos = torch.zeros(lbl.shape, device=lbl.device).scatter_add_(1, idx, pos.float())[obj]
     return dict(covered=(best>=thresh).float().mean().item(), best_iou=best.mean().item(), pos_per_obj=n_pos.mean().item())
