@@ -28,19 +28,12 @@ def _atomic_write(dest:Path, write):
     os.replace(tmp, dest)
 
 def rng_state(dls=None)->dict:
-    "The random state of Python, NumPy and torch (CPU and CUDA), and of the shuffling of each of `dls`' loaders."
-    name,key,pos,has_gauss,gauss = np.random.get_state()
-    return dict(python=random.getstate(), numpy=(name, key.tolist(), pos, has_gauss, gauss), torch=torch.get_rng_state(),
-                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                loaders=[dl.rng.getstate() for dl in getattr(dls, 'loaders', [])])
+    "fastai's `get_random_states()` (Python, NumPy, torch, CUDA), and the shuffling state of each of `dls`' loaders."
+    return dict(get_random_states(), loaders=[dl.rng.getstate() for dl in getattr(dls, 'loaders', [])])
 
 def set_rng_state(state:dict, dls=None):
     "Put back a `rng_state(dls)`."
-    random.setstate(state['python'])
-    name,key,*rest = state['numpy']
-    np.random.set_state((name, np.array(key, dtype=np.uint32), *rest))
-    torch.set_rng_state(state['torch'])
-    if state['cuda']: torch.cuda.set_rng_state_all(state['cuda'])
+    set_random_states(**{k:v for k,v in state.items() if k != 'loaders'})
     for dl,s in zip(getattr(dls, 'loaders', []), state['loaders']): dl.rng.setstate(s)
 
 class Checkpoint(Callback):
@@ -75,8 +68,9 @@ def load_checkpoint(learn, fname='checkpoint',
     "Load the last `Checkpoint`'s weights and optimiser state into `learn`; return the rest of it (`{}` if there is none)."
     f = learn.path/learn.model_dir/f'{fname}.pth'
     if not f.exists(): return {}
-    with torch.serialization.safe_globals([L, np.dtype, np._core.multiarray.scalar, *[getattr(np.dtypes, t) for t in np.dtypes.__all__]]):
-        state = torch.load(f, map_location=learn.dls.device)   # the optimiser's state holds these, as in fastai's `load_model`
+    np_types = [np.ndarray, np.dtype, np._core.multiarray._reconstruct, np._core.multiarray.scalar, *[getattr(np.dtypes, t) for t in np.dtypes.__all__]]
+    with torch.serialization.safe_globals([L, *np_types]):   # the optimiser's state (as in fastai's `load_model`) and NumPy's random state
+        state = torch.load(f, map_location=learn.dls.device)
     if meta is not None and state['meta'] != meta: raise ValueError(f"{f} was made with other settings: {state['meta']}")
     learn.create_opt()
     get_model(learn.model).load_state_dict(state.pop('model'))
