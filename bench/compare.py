@@ -26,7 +26,7 @@ from functools import partial
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, timm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
-from fastai.vision.all import Learner, Callback, CancelValidException, Adam, to_device
+from fastai.vision.all import Learner, Callback, CancelValidException, Adam
 from torchvision.ops import FeaturePyramidNetwork, batched_nms
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.models.detection.retinanet import RetinaNet
@@ -174,7 +174,7 @@ def gt_coco(recs, vocab):
         for b,l in zip(np.asarray(r.bboxes, float), r.labels):
             anns.append(dict(id=len(anns)+1, image_id=i+1, category_id=vocab.index(l)+1, bbox=[b[0], b[1], b[2]-b[0], b[3]-b[1]],
                              area=float((b[2]-b[0])*(b[3]-b[1])), iscrowd=0))
-    return dict(images=imgs, annotations=anns, categories=[dict(id=i+1, name=v) for i,v in enumerate(vocab)]), vocab
+    return dict(images=imgs, annotations=anns, categories=[dict(id=i+1, name=v) for i,v in enumerate(vocab)])
 
 def coco_eval(gt, dets, lib='pycocotools'):
     "(AP@[.5:.95], AP50) of per-image detections {'boxes' pixel xyxy,'labels','scores'} by pycocotools or faster-coco-eval."
@@ -196,7 +196,6 @@ def ours_learner(src, a, dev, n_cls):
 
 def tv_learner(kind, src, a, dev, n_cls):
     dls = make_dls(src, a, dev)
-    cfg = timm.create_model(a.arch, pretrained=False, num_classes=0).pretrained_cfg   # normalised inside the model
     m = TVWrap(tv_model(kind, a.arch, n_cls, a.size), a.size)
     return Learner(dls, m, loss_func=tv_loss, opt_func=Adam, cbs=[TVTargets(), NoValid()])
 
@@ -359,7 +358,7 @@ def bench_dataset(name, a, dev):
     torch.manual_seed(0)
     probe = make_dls(src, a, dev)
     n_cls, recs = len(probe.vocab)-1, probe.valid.items
-    gt, vocab = gt_coco(recs, list(probe.vocab[1:]))
+    gt = gt_coco(recs, list(probe.vocab[1:]))
     print(f'\n## {name}: {len(probe.train_ds)} train / {len(recs)} valid images, {n_cls} classes, {a.size}px, bs {a.bs}, '
           f'{a.epochs} epochs, lr {a.lr}, {a.arch} from scratch')
     makers = [('ssd_fastai', partial(ours_learner, src, a, dev, n_cls))]

@@ -6,7 +6,7 @@ Docs: https://ssd-fastai.github.io/ssd_fastai/cli.html.md"""
 
 # %% ../nbs/08_cli.ipynb #023fcff1
 from __future__ import annotations
-import argparse, json, os, sys, time, warnings
+import argparse, json, os, warnings
 from pathlib import Path
 from fastai.vision.all import *
 from .boxes import *

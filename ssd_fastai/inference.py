@@ -6,7 +6,7 @@ Docs: https://ssd-fastai.github.io/ssd_fastai/inference.html.md"""
 
 # %% ../nbs/06_inference.ipynb #d4e41682
 from __future__ import annotations
-import os, tempfile
+import os
 from pathlib import Path
 import torch, torch.nn as nn
 import matplotlib.pyplot as plt

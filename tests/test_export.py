@@ -1,5 +1,5 @@
 "Export in one process, load and predict in a fresh one: same detections, with fastai and with TorchScript alone."
-import json, subprocess, sys, warnings
+import json, subprocess, sys
 import pytest, torch
 from fastai.torch_core import set_seed
 from ssd_fastai.data import make_shapes, detection_dls
@@ -59,14 +59,3 @@ print(json.dumps([b[0].tolist(), l[0].tolist(), s[0].tolist()]))
     assert [vocab[i] for i in res[1][:k]] == list(l)
     torch.testing.assert_close(torch.tensor(res[0][:k]), b, atol=1e-3, rtol=0)
     torch.testing.assert_close(torch.tensor(res[2][:k]), s, atol=1e-4, rtol=0)
-
-
-def test_export_is_atomic(trained, monkeypatch):
-    learn,_,tmp = trained
-    before = (tmp/'ssd.pkl').read_bytes()
-    def broken_save(obj, f, *args, **kwargs):
-        with open(f, 'wb') as fh: fh.write(b'partial')
-        raise KeyboardInterrupt
-    monkeypatch.setattr(torch, 'save', broken_save)
-    with pytest.raises(KeyboardInterrupt): learn.export('ssd.pkl')
-    assert (tmp/'ssd.pkl').read_bytes() == before

@@ -17,8 +17,8 @@ def model(request): return ssd_model(request.param, n_cls=5, pretrained=False, n
 
 @pytest.mark.parametrize('sz', SIZES)
 def test_shapes_and_anchors(model, sz):
-    x = torch.randn(2, 3, *sz)
     "The default levels: the body's stride-16 and stride-32 maps and two stride-2 convolutions; anchors 2-3.2 cells wide."
+    x = torch.randn(2, 3, *sz)
     with torch.no_grad(): clas, box, anc = model(x); feats = model.body(x)
     s16, s32 = (tuple(feats[model.body.reductions.index(s)].shape[-2:]) for s in (16, 32))
     grids = [s16, s32, _half(s32), _half(_half(s32))]
