@@ -32,8 +32,10 @@ def rng_state(dls=None)->dict:
     return dict(get_random_states(), loaders=[dl.rng.getstate() for dl in getattr(dls, 'loaders', [])])
 
 def set_rng_state(state:dict, dls=None):
-    "Put back a `rng_state(dls)`."
-    set_random_states(**{k:v for k,v in state.items() if k != 'loaders'})
+    "Put back a `rng_state(dls)`, whichever device its torch states were loaded to."
+    st = {k:v for k,v in state.items() if k != 'loaders'}
+    st['torch_state'],st['torch_cuda_state'] = st['torch_state'].cpu(),[s.cpu() for s in st['torch_cuda_state']]
+    set_random_states(**st)
     for dl,s in zip(getattr(dls, 'loaders', []), state['loaders']): dl.rng.setstate(s)
 
 class Checkpoint(Callback):

@@ -7,6 +7,7 @@ Docs: https://ssd-fastai.github.io/ssd_fastai/inference.html.md"""
 # %% ../nbs/06_inference.ipynb #d4e41682
 from __future__ import annotations
 import os
+from copy import deepcopy
 from pathlib import Path
 import torch, torch.nn as nn
 import matplotlib.pyplot as plt
@@ -42,9 +43,8 @@ def _rank_in_group(grp:Tensor, n_grp:int)->Tensor:
 # %% ../nbs/06_inference.ipynb #7fcb7782
 def _per_class_nms(bxs:Tensor, s:Tensor, grp:Tensor, img:Tensor, n_img:int, thresh:float)->Tensor:
     "Indices kept by NMS inside each group `grp`, best first for each image; `img` (sorted) is the image of each box."
-    if bxs.is_cuda or n_img == 1: return batched_nms(bxs, s, grp, thresh)
-    # on the CPU one call costs the square of the whole batch's candidates: call it image by image
-    parts = torch.arange(len(img)).split(torch.bincount(img, minlength=n_img).tolist())
+    if n_img == 1: return batched_nms(bxs, s, grp, thresh)
+    parts = torch.arange(len(img), device=img.device).split(torch.bincount(img, minlength=n_img).tolist())
     return torch.cat([p[batched_nms(bxs[p], s[p], grp[p], thresh)] for p in parts])
 
 # %% ../nbs/06_inference.ipynb #16787559
@@ -212,9 +212,9 @@ def _norm_stats(dls)->tuple:
 
 @patch
 def to_detector(self:SSDLearner)->Detector:
-    "A `Detector` with this learner's model (on the CPU, in eval mode), normalisation, box coder and decoder settings."
+    "A `Detector` with a copy of this learner's model (on the CPU, in eval mode), normalisation, box coder and decoder settings."
     mean,std = _norm_stats(self.dls)
-    return Detector(self.model, self.loss_func.coder, mean, std, _decoder(self.loss_func)).cpu().eval()
+    return Detector(deepcopy(self.model), self.loss_func.coder, mean, std, _decoder(self.loss_func)).cpu().eval()
 
 @patch
 def export_torchscript(self:SSDLearner, fname='detector.pt', size=None):

@@ -18,9 +18,10 @@ __all__ = ['detection_metrics', 'ssd_learner', 'single_object_learner']
 
 # %% ../nbs/07_learner.ipynb #e1ebc2ec
 def _add_norm(dls, mean, std):
-    "Append `Normalize` with the body's statistics to `dls.after_batch`, unless it has one already."
+    "Append `Normalize` with the body's statistics, on the loaders' device, to `dls.after_batch`, unless it has one already."
     if not any(isinstance(t, Normalize) for t in dls.after_batch.fs):
-        dls.add_tfms([Normalize.from_stats(mean, std)], 'after_batch')
+        mean,std = broadcast_vec(1, 4, mean, std, cuda=False)
+        dls.add_tfms([Normalize(mean.to(dls.device), std.to(dls.device))], 'after_batch')
 
 def detection_metrics()->list:
     "The default metrics of `ssd_learner`: the loss's parts, mAP at IoU 0.5 and COCO's mAP@[.5:.95]."

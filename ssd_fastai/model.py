@@ -84,7 +84,9 @@ class TimmBody(nn.Module):
     def reductions(self)->list:
         "Stride of each level, in input pixels."
         return self.model.feature_info.reduction()
-    def forward(self, x:Tensor)->list: return self.model(x)
+    def forward(self, x:Tensor)->list:
+        "The feature maps of `x`, computed on a plain tensor: fastai's `TensorImage` adds a Python dispatch to every operation."
+        return self.model(x.as_subclass(Tensor))
 
 # %% ../nbs/03_model.ipynb #78ea19e7
 class SingleObjectHead(nn.Sequential):
