@@ -16,7 +16,7 @@ the same detections (time and value).
 
     python bench/compare.py --quick                              # smoke test, ~3 min on 2 CPU cores
     python bench/compare.py                                      # CPU: shapes,bccd,coco128, ~19 min on 2 cores
-    python bench/compare.py --gpu --epochs 30 --size 320 --arch resnet34 --n-shapes 2000   # one GPU
+    python bench/compare.py --gpu                                # one GPU: 20 epochs, 320 px, ~12 min on an H100
 
 Real sets (/work/shared/data/bccd, /work/shared/data/coco128, or `--data-root`) are skipped when missing.
 """
@@ -154,7 +154,7 @@ def tv_loss(out, *yb): return out
 def load_data(name, a):
     "Records (or a path) of a dataset, or None when its folder is missing."
     if name == 'shapes':
-        return make_shapes(Path(tempfile.gettempdir())/'ssd_fastai_compare_shapes', n=a.n_shapes, size=256)
+        return make_shapes(Path(tempfile.gettempdir())/'ssd_fastai_compare_shapes', n=a.n_shapes, size=max(256, a.size))
     root = Path(a.data_root)/name
     if not root.exists(): print(f'-- {name}: {root} not found, skipped'); return None
     recs = read_voc(root) if name == 'bccd' else read_yolo(root)
@@ -163,7 +163,7 @@ def load_data(name, a):
 def make_dls(src, a, dev):
     "The same `DataLoaders` for every model; the vocab is every class of the records (a small split may miss some in training)."
     vocab = sorted({l for r in src for l in r.labels}) if isinstance(src, list) else None
-    return detection_dls(src, size=a.size, bs=a.bs, num_workers=0, device=dev, seed=42, vocab=vocab)
+    return detection_dls(src, size=a.size, bs=a.bs, num_workers=a.workers, device=dev, seed=42, vocab=vocab)
 
 def gt_coco(recs, vocab):
     "COCO ground-truth dict of the validation records, in the pixels of the original images; category id = vocab index."
@@ -400,12 +400,14 @@ def main():
     p.add_argument('--max-images', type=int, default=None, help='keep the first N records of the real sets')
     p.add_argument('--reps', type=int, default=None); p.add_argument('--tv', default='retinanet,ssd,ssdlite')
     p.add_argument('--data-root', default='/work/shared/data'); p.add_argument('--threads', type=int, default=None)
+    p.add_argument('--workers', type=int, default=None, help='data loading processes (default: 0 on the CPU, 12 on a GPU)')
     p.add_argument('--gpu', action='store_true'); p.add_argument('--quick', action='store_true')
     a = p.parse_args()
     # quick: tiny smoke test; CPU default: ~19 min on 2 cores; GPU: bigger, closer to real training
     d = (dict(epochs=2, size=64, bs=16, n_shapes=80, max_images=40, reps=4) if a.quick else
-         dict(epochs=20, size=320, bs=32, n_shapes=2000, max_images=None, reps=7) if a.gpu else
+         dict(epochs=20, size=320, bs=32, n_shapes=1500, max_images=None, reps=7) if a.gpu else
          dict(epochs=10, size=128, bs=16, n_shapes=600, max_images=None, reps=5))
+    d['workers'] = 12 if a.gpu and not a.quick else 0
     for k,v in d.items():
         if getattr(a, k) is None: setattr(a, k, v)
     a.tv = [t for t in a.tv.split(',') if t]
