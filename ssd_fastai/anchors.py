@@ -13,8 +13,8 @@ from fastcore.basics import store_attr
 from .boxes import xyxy2cxcywh, cxcywh2xyxy
 
 # %% auto #0
-__all__ = ['anchors_per_cell', 'grid_centres', 'anchor_sizes', 'grid_anchors', 'anchor_boxes', 'show_anchors', 'TanhCoder',
-           'SSDCoder']
+__all__ = ['SSD_ZOOMS', 'anchors_per_cell', 'grid_centres', 'anchor_sizes', 'grid_anchors', 'anchor_boxes', 'show_anchors',
+           'TanhCoder', 'SSDCoder']
 
 # %% ../nbs/02_anchors.ipynb #678dd17b
 def anchors_per_cell(zooms=(0.7,1.,1.3), # size multipliers of the cell
@@ -67,6 +67,9 @@ def show_anchors(anc:Tensor, # anchors in scaled cxcywh
     ax.set_xlim(-1.5,1.5); ax.set_ylim(1.5,-1.5); ax.set_aspect('equal')
     if title: ax.set_title(title, fontsize=9)
     return ax
+
+# %% ../nbs/02_anchors.ipynb #91201067
+SSD_ZOOMS = (2., 2.52, 3.17)   # `ssd_model`'s default anchor sizes, in cells: 2*2**(k/3) for k=0,1,2
 
 # %% ../nbs/02_anchors.ipynb #3dad77b4
 class TanhCoder:

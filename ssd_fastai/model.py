@@ -18,7 +18,7 @@ from fastcore.foundation import L
 from fastcore.meta import delegates
 from fastai.layers import ConvLayer
 from fastai.torch_core import params
-from .anchors import anchor_boxes, anchors_per_cell
+from .anchors import anchor_boxes, anchors_per_cell, SSD_ZOOMS
 
 # %% auto #0
 __all__ = ['timm_features', 'TimmBody', 'SingleObjectHead', 'SingleObjectModel', 'single_object_model', 'StdConv', 'flatten_conv',
@@ -193,7 +193,7 @@ class SSDHead(nn.Module):
 class SSDModel(nn.Module):
     "Body + SSD head + anchors: forward returns `(clas (B,A,n_cls), box (B,A,4), anc (B,A,4))`."
     def __init__(self, body:nn.Module, head:SSDHead,
-                 zooms=(2.,2.52,3.17), # anchor size multipliers of the cell
+                 zooms=SSD_ZOOMS, # anchor size multipliers of the cell
                  ratios=((1.,1.),(1.,.5),(.5,1.))): # anchor (width, height) multipliers
         super().__init__()
         store_attr()
@@ -211,7 +211,7 @@ def ssd_model(arch:str='resnet34', # any timm model that supports `features_only
               n_cls:int=20, # number of foreground classes
               pretrained=True, # timm's pretrained weights (downloaded on first use)
               weights=None, # or a local state dict
-              zooms=(2.,2.52,3.17), # anchor sizes in cells (the lesson's: (0.7,1.,1.3))
+              zooms=SSD_ZOOMS, # anchor sizes in cells (the lesson's: (0.7,1.,1.3))
               ratios=((1.,1.),(1.,.5),(.5,1.)), # anchor (width, height) multipliers
               **kwargs)->SSDModel:
     "An `SSDModel` with a timm body; `kwargs` go to `SSDHead` (`strides`, `fpn`, `nf`, `drop`, `prior`)."

@@ -1,7 +1,7 @@
 "Shapes, anchors, gradients and weight loading of the models in `ssd_fastai.model` (pretrained=False: no network)."
 import os, subprocess, sys, warnings
 import pytest, torch, timm
-from ssd_fastai.anchors import anchor_boxes, anchor_sizes, grid_centres
+from ssd_fastai.anchors import anchor_boxes, anchor_sizes, grid_centres, SSD_ZOOMS
 from ssd_fastai.model import *
 
 warnings.filterwarnings('ignore', category=FutureWarning)
@@ -25,7 +25,7 @@ def test_shapes_and_anchors(model, sz):
     assert model.grids == grids
     A = sum(h*w for h,w in grids)*9
     assert clas.shape == (2, A, 5) and box.shape == (2, A, 4) and anc.shape == (2, A, 4)
-    assert torch.equal(anc[1], anchor_boxes(grids, zooms=(2., 2.52, 3.17)))
+    assert torch.equal(anc[1], anchor_boxes(grids, zooms=SSD_ZOOMS))
 
 def test_anchors_cached_and_recomputed():
     m = ssd_model('resnet18', n_cls=2, pretrained=False, nf=16).eval()
