@@ -160,6 +160,7 @@ class SSDHead(nn.Module):
                  k:int, # anchors per cell
                  strides=(16,32,64,128), # strides of the levels to predict on
                  fpn=False, # top-down feature pyramid over the body levels used
+                 adapt=False, # a 3x3 `StdConv` on each body level used first (the lesson's `sconv0`)
                  nf=256, # channels of the head's convolutions
                  drop=0.1, # dropout of the `StdConv`s
                  prior=0.01): # initial class probability
@@ -177,13 +178,15 @@ class SSDHead(nn.Module):
         self.out_idx = [i for i,s in enumerate(self.level_strides) if s in strides]
         chs_in = [chs[i] for i in self.body_idx]
         self.fpn   = TopDownFPN(chs_in, nf, drop) if fpn else None
-        self.adapt = None if fpn else nn.ModuleList([StdConv(c, nf, stride=1, drop=drop) for c in chs_in])
-        self.extra = nn.ModuleList([StdConv(nf, nf, stride=2, drop=drop) for _ in range(n_extra)])
-        self.outs  = nn.ModuleList([OutConv(nf, k, n_cls, prior) for _ in self.out_idx])
+        self.adapt = nn.ModuleList([StdConv(c, nf, stride=1, drop=drop) for c in chs_in]) if adapt and not fpn else None
+        lvl_chs = (chs_in if not (fpn or adapt) else [nf]*len(chs_in)) + [nf]*n_extra   # channels of each level
+        self.extra = nn.ModuleList([StdConv(lvl_chs[len(chs_in)+i-1], nf, stride=2, drop=drop) for i in range(n_extra)])
+        self.outs  = nn.ModuleList([OutConv(lvl_chs[i], k, n_cls, prior) for i in self.out_idx])
 
     def forward(self, feats:list):
         xs = [feats[i] for i in self.body_idx]
-        xs = self.fpn(xs) if self.fpn is not None else [conv(x) for conv,x in zip(self.adapt, xs)]
+        if self.fpn is not None: xs = self.fpn(xs)
+        elif self.adapt is not None: xs = [conv(x) for conv,x in zip(self.adapt, xs)]
         for conv in self.extra: xs.append(conv(xs[-1]))
         preds = [oc(xs[i]) for oc,i in zip(self.outs, self.out_idx)]
         grids = [tuple(xs[i].shape[-2:]) for i in self.out_idx]
@@ -214,7 +217,7 @@ def ssd_model(arch:str='resnet34', # any timm model that supports `features_only
               zooms=SSD_ZOOMS, # anchor sizes in cells (the lesson's: (0.7,1.,1.3))
               ratios=((1.,1.),(1.,.5),(.5,1.)), # anchor (width, height) multipliers
               **kwargs)->SSDModel:
-    "An `SSDModel` with a timm body; `kwargs` go to `SSDHead` (`strides`, `fpn`, `nf`, `drop`, `prior`)."
+    "An `SSDModel` with a timm body; `kwargs` go to `SSDHead` (`strides`, `fpn`, `adapt`, `nf`, `drop`, `prior`)."
     body = TimmBody(arch, pretrained, weights)
     head = SSDHead(body.channels, body.reductions, n_cls, anchors_per_cell(zooms, ratios), **kwargs)
     return SSDModel(body, head, zooms, ratios)

@@ -117,3 +117,16 @@ def test_split_and_stats():
     body, head = ssd_split(m)
     assert len(body) == len(list(m.body.parameters())) and len(head) == len(list(m.head.parameters()))
     assert len(m.body.mean) == 3 and len(m.body.std) == 3
+
+
+@pytest.mark.parametrize('strides', [(16,32,64,128), (8,16,32,64), (32,64,128), (64,)])
+def test_head_with_and_without_adapting_convs(strides):
+    "The lesson's adapting `StdConv`s (`adapt=True`) change the layers, not the grids, outputs or anchors."
+    x = torch.randn(2, 3, 128, 128)
+    outs = {}
+    for adapt in (False, True):
+        m = ssd_model('resnet18', n_cls=3, pretrained=False, strides=strides, adapt=adapt, nf=32).eval()
+        assert (m.head.adapt is not None) == adapt
+        outs[adapt] = m(x)
+    for a,b in zip(outs[False], outs[True]): assert a.shape == b.shape
+    torch.testing.assert_close(outs[False][2], outs[True][2])
