@@ -64,13 +64,19 @@ class PeakMem:
 def sync(dev):
     if dev == 'cuda': torch.cuda.synchronize()
 
+def interleaved(fs:dict, dev, reps, warmup=1):
+    "Median wall time of each function of `fs`, run round-robin `reps` times after `warmup` rounds: fair on a busy machine."
+    for _ in range(warmup):
+        for f in fs.values(): f()
+    ts = {k:[] for k in fs}
+    for _ in range(reps):
+        for k,f in fs.items():
+            sync(dev); t = time.perf_counter(); f(); sync(dev); ts[k].append(time.perf_counter()-t)
+    return {k:statistics.median(v) for k,v in ts.items()}
+
 def median_time(f, dev, reps=5, warmup=1):
     "Median wall time of `f()` in seconds."
-    for _ in range(warmup): f()
-    ts = []
-    for _ in range(reps):
-        sync(dev); t = time.perf_counter(); f(); sync(dev); ts.append(time.perf_counter()-t)
-    return statistics.median(ts)
+    return interleaved({'f': f}, dev, reps, warmup)['f']
 
 class NoValid(Callback):
     "Skip the validation pass during `fit`: every model is evaluated afterwards by the same COCO evaluator."
@@ -218,15 +224,6 @@ def predict_valid(learn, ours, dev):
         d['boxes'] = (scaled2pixels(b, (w,h)) if d.pop('scaled') else b*torch.tensor([w/size, h/size, w/size, h/size])).numpy()
         d['labels'],d['scores'] = d['labels'].numpy(),d['scores'].numpy()
     return dets
-
-def interleaved(fs:dict, dev, reps):
-    "Median wall time of each function of `fs`, run round-robin `reps` times after a warm-up: fair on a busy machine."
-    for f in fs.values(): f()
-    ts = {k:[] for k in fs}
-    for _ in range(reps):
-        for k,f in fs.items():
-            sync(dev); t = time.perf_counter(); f(); sync(dev); ts[k].append(time.perf_counter()-t)
-    return {k:statistics.median(v) for k,v in ts.items()}
 
 def batches(learn, n=2):
     "`n` training batches of the learner's own `DataLoaders` (augmented, on its device)."
