@@ -3,22 +3,18 @@
 Run by hand: `python bench/bench_head.py [--arch resnet34] [--bs 8] [--size 224] [--reps 7] [--fpn]`.
 Prints the median forward time of the body, of the head + anchors on the body's features, and their ratio.
 (Run from the repository root with the package installed, or with `PYTHONPATH=.`.)"""
-import argparse, statistics, time, warnings
+import argparse, statistics, warnings
 import torch
 from ssd_fastai.anchors import anchor_boxes
 from ssd_fastai.model import ssd_model
+from _timing import run_times
 
 warnings.filterwarnings('ignore', category=FutureWarning)
 
 def median_times(fs, reps, sync):
     "Median and best wall time of each function in `fs`, run interleaved `reps` times after a warm-up (fair on a busy machine)."
-    for f in fs: f()
-    sync()
-    ts = [[] for _ in fs]
-    for _ in range(reps):
-        for f,t in zip(fs, ts):
-            t0 = time.perf_counter(); f(); sync(); t.append(time.perf_counter()-t0)
-    return [statistics.median(t) for t in ts], [min(t) for t in ts]
+    walls = [w for w,_ in run_times(dict(enumerate(fs)), reps, sync=sync).values()]
+    return [statistics.median(w) for w in walls], [min(w) for w in walls]
 
 def head_and_anchors(m, feats, n):
     "What `SSDModel.forward` adds to the body: the head, and the anchors (recomputed here, as on a size change)."

@@ -12,21 +12,17 @@ overhead; with thousands of anchors both versions spend their time on the same a
 loss's softplus and sigmoid over B x A x C logits, about two thirds of the batched time here), so the ratio is bounded by
 how much less memory traffic the batched one makes. (An earlier run on another, loaded machine measured 6.6x and
 4.2x in CPU time: the elementwise kernels' speed depends on the CPU.)"""
-import argparse, statistics, sys, time
+import argparse, statistics, sys
 from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
 from ssd_fastai.anchors import anchor_boxes, SSDCoder
 from ssd_fastai.loss import SSDLoss, ssd_loss_loop
+from _timing import run_times
 
 def median_time(f, reps=5, warmup=1):
     "Median wall time and median CPU time of `f()` in seconds."
-    for _ in range(warmup): f()
-    ws,cs = [],[]
-    for _ in range(reps):
-        w0,c0 = time.perf_counter(),time.process_time()
-        f()
-        ws.append(time.perf_counter()-w0); cs.append(time.process_time()-c0)
+    ws,cs = run_times({'f': f}, reps, warmup)['f']
     return statistics.median(ws),statistics.median(cs)
 
 def rand_targets(bs, max_obj, n_cls, seed=0):

@@ -16,6 +16,7 @@ import argparse, contextlib, io, statistics, sys, time
 from pathlib import Path
 import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
+from _timing import run_times
 
 def make_data(n_img=5000, n_det=100, n_cls=20, mean_gt=3, seed=0):
     rng = np.random.default_rng(seed)
@@ -52,10 +53,10 @@ def coco_dicts(dets, gts, n_cls=20):
     return dict(images=imgs, categories=cats, annotations=anns(gts, True)),dict(images=imgs, categories=cats, annotations=anns(dets, False))
 
 def timed(f, reps):
-    ts,res = [],None
-    for _ in range(reps):
-        t = time.perf_counter(); res = f(); ts.append(time.perf_counter() - t)
-    return statistics.median(ts),res
+    "Median wall time of `reps` calls of `f` (no warm-up: some take minutes), and its result."
+    out = {}
+    walls,_ = run_times({'f': lambda: out.update(res=f())}, reps, warmup=0)['f']
+    return statistics.median(walls),out['res']
 
 def cocoeval(lib, g, d, trimmed):
     "Build (untimed) and return a function running evaluate+accumulate+summarize."

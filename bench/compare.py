@@ -38,6 +38,7 @@ from ssd_fastai.learner import ssd_learner
 from ssd_fastai.inference import decode_dets
 from ssd_fastai.metrics import mean_ap
 from ssd_fastai.boxes import scaled2pixels
+from _timing import run_times
 
 warnings.filterwarnings('ignore')
 
@@ -66,13 +67,7 @@ def sync(dev):
 
 def interleaved(fs:dict, dev, reps, warmup=1):
     "Median wall time of each function of `fs`, run round-robin `reps` times after `warmup` rounds: fair on a busy machine."
-    for _ in range(warmup):
-        for f in fs.values(): f()
-    ts = {k:[] for k in fs}
-    for _ in range(reps):
-        for k,f in fs.items():
-            sync(dev); t = time.perf_counter(); f(); sync(dev); ts[k].append(time.perf_counter()-t)
-    return {k:statistics.median(v) for k,v in ts.items()}
+    return {k:statistics.median(w) for k,(w,_) in run_times(fs, reps, warmup, lambda: sync(dev)).items()}
 
 def median_time(f, dev, reps=5, warmup=1):
     "Median wall time of `f()` in seconds."
