@@ -41,11 +41,10 @@ def _rank_in_group(grp:Tensor, n_grp:int)->Tensor:
     return torch.ones_like(grp).cumsum(0)-1 - (counts.cumsum(0)-counts)[grp]
 
 # %% ../nbs/06_inference.ipynb #7fcb7782
-def _per_class_nms(bxs:Tensor, s:Tensor, grp:Tensor, img:Tensor, n_img:int, thresh:float)->Tensor:
-    "Indices kept by NMS inside each group `grp`, best first for each image; `img` (sorted) is the image of each box."
-    if n_img == 1: return batched_nms(bxs, s, grp, thresh)
+def _per_class_nms(bxs:Tensor, s:Tensor, cls:Tensor, img:Tensor, n_img:int, thresh:float)->Tensor:
+    "Indices kept by NMS inside each class, image by image: grouped by image, best first in each; `img` (sorted) is the image of each box."
     parts = torch.arange(len(img), device=img.device).split(torch.bincount(img, minlength=n_img).tolist())
-    return torch.cat([p[batched_nms(bxs[p], s[p], grp[p], thresh)] for p in parts])
+    return torch.cat([p[batched_nms(bxs[p], s[p], cls[p], thresh)] for p in parts])
 
 # %% ../nbs/06_inference.ipynb #16787559
 def decode_dets(scores:Tensor, # (B,A,C) class probabilities, column j is vocab index j+1
@@ -62,8 +61,7 @@ def decode_dets(scores:Tensor, # (B,A,C) class probabilities, column j is vocab 
     img = torch.arange(B, device=scores.device)[:,None].expand_as(anc)
     ok = top_s > score_thresh
     bxs,s,cls,img = boxes[img[ok], anc[ok]], top_s[ok], cls[ok], img[ok]
-    keep = _per_class_nms(bxs.float(), s.float(), img*C+cls, img, B, nms_thresh)
-    keep = keep[torch.sort(img[keep], stable=True).indices]                # grouped by image, still best first
+    keep = _per_class_nms(bxs.float(), s.float(), cls, img, B, nms_thresh)   # grouped by image, best first
     rank = _rank_in_group(img[keep], B)
     keep,rank = keep[rank<max_det], rank[rank<max_det]
     out_b,out_l,out_s = boxes.new_zeros(B,max_det,4), cls.new_zeros(B,max_det), scores.new_zeros(B,max_det)
