@@ -43,6 +43,7 @@ def _rank_in_group(grp:Tensor, n_grp:int)->Tensor:
 # %% ../nbs/06_inference.ipynb #7fcb7782
 def _per_class_nms(bxs:Tensor, s:Tensor, cls:Tensor, img:Tensor, n_img:int, thresh:float)->Tensor:
     "Indices kept by NMS inside each class, image by image: grouped by image, best first in each; `img` (sorted) is the image of each box."
+    if n_img == 1: return batched_nms(bxs, s, cls, thresh)   # one call, and no data-dependent split for `torch.jit.trace` to freeze
     parts = torch.arange(len(img), device=img.device).split(torch.bincount(img, minlength=n_img).tolist())
     return torch.cat([p[batched_nms(bxs[p], s[p], cls[p], thresh)] for p in parts])
 
