@@ -9,7 +9,8 @@ Run by hand: `python bench/bench_data.py [--n-batches 6] [--workers 0]` (about a
 import argparse, time, tempfile, warnings
 from pathlib import Path
 import torch, timm
-from ssd_fastai.data import make_shapes, detection_dls
+from ssd_fastai.shapes import make_shapes
+from ssd_fastai.data import detection_dls
 
 def bench_loader(dl, n_batches):
     "Batches per second of `dl` over `n_batches`, after one warm-up batch."

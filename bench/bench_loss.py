@@ -16,7 +16,7 @@ import argparse, statistics, sys
 from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
-from ssd_fastai.anchors import anchor_boxes, SSDCoder
+from ssd_fastai.anchors import anchor_boxes, SSDCoder, LESSON_ZOOMS
 from ssd_fastai.loss import SSDLoss, ssd_loss_loop
 from _timing import run_times
 
@@ -87,8 +87,8 @@ if __name__ == '__main__':
     args = ap.parse_args()
     if args.threads: torch.set_num_threads(args.threads)
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads')
-    bench_loss('lesson (4,2,1 x 9)', anchor_boxes([4,2,1]))
-    bench_loss('dense (28,14,7,4,2,1 x 6)', anchor_boxes([28,14,7,4,2,1], zooms=(0.7,1.,1.3), ratios=((1.,1.),(1.,.5))))
+    bench_loss('lesson (4,2,1 x 9)', anchor_boxes([4,2,1], LESSON_ZOOMS))
+    bench_loss('dense (28,14,7,4,2,1 x 6)', anchor_boxes([28,14,7,4,2,1], LESSON_ZOOMS, ratios=((1.,1.),(1.,.5))))
     if not args.no_step:
         bench_step()
         bench_step(strides=(8,16,32,64,128), fpn=True)

@@ -33,7 +33,9 @@ from torchvision.models.detection.retinanet import RetinaNet
 from torchvision.models.detection.ssd import SSD, SSDHead
 from torchvision.models.detection.ssdlite import SSDLiteHead
 from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
-from ssd_fastai.data import make_shapes, detection_dls, read_voc, read_yolo, image_size
+from ssd_fastai.records import read_voc, read_yolo, image_size
+from ssd_fastai.shapes import make_shapes
+from ssd_fastai.data import detection_dls
 from ssd_fastai.learner import ssd_learner
 from ssd_fastai.inference import decode_dets
 from ssd_fastai.metrics import mean_ap

@@ -1,6 +1,9 @@
 "The public API of ssd_fastai, with fastai's vision API: `from ssd_fastai.all import *`."
 from fastai.vision.all import *
 from .boxes import *
+from .records import *
+from .shapes import *
+from .transforms import *
 from .data import *
 from .anchors import *
 from .model import *
@@ -8,3 +11,4 @@ from .loss import *
 from .metrics import *
 from .inference import *
 from .learner import *
+from .callbacks import *

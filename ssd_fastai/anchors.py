@@ -13,12 +13,17 @@ from fastcore.basics import store_attr
 from .boxes import xyxy2cxcywh, cxcywh2xyxy
 
 # %% auto #0
-__all__ = ['SSD_ZOOMS', 'anchors_per_cell', 'grid_centres', 'anchor_sizes', 'grid_anchors', 'anchor_boxes', 'show_anchors',
-           'TanhCoder', 'SSDCoder']
+__all__ = ['LESSON_ZOOMS', 'SSD_ZOOMS', 'SSD_RATIOS', 'anchors_per_cell', 'grid_centres', 'anchor_sizes', 'grid_anchors',
+           'anchor_boxes', 'show_anchors', 'TanhCoder', 'SSDCoder']
+
+# %% ../nbs/02_anchors.ipynb #0cc4a843
+LESSON_ZOOMS = (0.7, 1., 1.3)                 # the lesson's anchor sizes, in cells
+SSD_ZOOMS    = (2., 2.52, 3.17)               # the library's default sizes, in cells: 2*2**(k/3) for k=0,1,2 (see below)
+SSD_RATIOS   = ((1.,1.), (1.,.5), (.5,1.))    # (width, height) multipliers: square, wide, tall
 
 # %% ../nbs/02_anchors.ipynb #678dd17b
-def anchors_per_cell(zooms=(0.7,1.,1.3), # size multipliers of the cell
-                     ratios=((1.,1.),(1.,.5),(.5,1.)), # (width, height) multipliers
+def anchors_per_cell(zooms=SSD_ZOOMS, # sizes of the anchors, in cells
+                     ratios=SSD_RATIOS, # (width, height) multipliers
                     )->int:
     "Number of anchors in each grid cell: `len(zooms)*len(ratios)`."
     return len(zooms)*len(ratios)
@@ -32,13 +37,13 @@ def grid_centres(h:int, w:int)->Tensor:
     return torch.stack([xx.flatten(), yy.flatten()], dim=1)
 
 # %% ../nbs/02_anchors.ipynb #99e0bfb1
-def anchor_sizes(h:int, w:int, zooms=(0.7,1.,1.3), ratios=((1.,1.),(1.,.5),(.5,1.)))->Tensor:
+def anchor_sizes(h:int, w:int, zooms=SSD_ZOOMS, ratios=SSD_RATIOS)->Tensor:
     "Sizes `(k,2)` (w,h) of the `k` anchors of a cell of an `h` x `w` grid, zoom-major, ratio-minor."
     cell = torch.tensor([2/w, 2/h])
     return torch.tensor([[z*rw, z*rh] for z in zooms for rw,rh in ratios]) * cell
 
 # %% ../nbs/02_anchors.ipynb #8c8b9d5d
-def grid_anchors(h:int, w:int, zooms=(0.7,1.,1.3), ratios=((1.,1.),(1.,.5),(.5,1.)))->Tensor:
+def grid_anchors(h:int, w:int, zooms=SSD_ZOOMS, ratios=SSD_RATIOS)->Tensor:
     "Anchors `(h*w*k,4)` in scaled cxcywh of one `h` x `w` feature map: cell-major, then zoom, then ratio."
     ctr = grid_centres(h, w)                   # (h*w,2)
     sz  = anchor_sizes(h, w, zooms, ratios)    # (k,2)
@@ -47,8 +52,8 @@ def grid_anchors(h:int, w:int, zooms=(0.7,1.,1.3), ratios=((1.,1.),(1.,.5),(.5,1
 
 # %% ../nbs/02_anchors.ipynb #aa8f1057
 def anchor_boxes(feat_szs, # grid sizes `(h,w)` of the feature maps, one per level (an int `s` means `(s,s)`)
-                 zooms=(0.7,1.,1.3), # size multipliers of the cell
-                 ratios=((1.,1.),(1.,.5),(.5,1.)), # (width, height) multipliers
+                 zooms=SSD_ZOOMS, # sizes of the anchors, in cells (the lesson's: `LESSON_ZOOMS`)
+                 ratios=SSD_RATIOS, # (width, height) multipliers
                 )->Tensor:
     "All anchors `(A,4)` in scaled cxcywh, level by level, in the order the SSD head flattens its outputs."
     szs = [(s,s) if isinstance(s, int) else tuple(s) for s in feat_szs]
@@ -67,9 +72,6 @@ def show_anchors(anc:Tensor, # anchors in scaled cxcywh
     ax.set_xlim(-1.5,1.5); ax.set_ylim(1.5,-1.5); ax.set_aspect('equal')
     if title: ax.set_title(title, fontsize=9)
     return ax
-
-# %% ../nbs/02_anchors.ipynb #91201067
-SSD_ZOOMS = (2., 2.52, 3.17)   # `ssd_model`'s default anchor sizes, in cells: 2*2**(k/3) for k=0,1,2
 
 # %% ../nbs/02_anchors.ipynb #3dad77b4
 class TanhCoder:

@@ -6,79 +6,22 @@ Docs: https://ssd-fastai.github.io/ssd_fastai/cli.html.md"""
 
 # %% ../nbs/08_cli.ipynb #023fcff1
 from __future__ import annotations
-import argparse, json, os, warnings
+import argparse, glob, inspect, json, warnings
 from pathlib import Path
-from fastai.vision.all import *
-from .boxes import *
-from .data import *
-from .metrics import *
-from .inference import *
-from .learner import *
+from fastcore.docments import docments
+with warnings.catch_warnings():
+    warnings.simplefilter('ignore', FutureWarning)   # importing fastai raises torch's TorchScript deprecation, which is not ours to show
+    from fastai.vision.all import *
+    from ssd_fastai.records import read_detections, dataset_splits, local_datasets
+    from ssd_fastai.shapes import make_shapes
+    from ssd_fastai.data import detection_dls
+    from ssd_fastai.metrics import evaluate_detections
+    from ssd_fastai.inference import show_preds
+    from ssd_fastai.learner import ssd_learner
+    from ssd_fastai.callbacks import Checkpoint, load_checkpoint, _atomic_write
 
 # %% auto #0
-__all__ = ['rng_state', 'set_rng_state', 'Checkpoint', 'load_checkpoint', 'CLIError', 'resolve_data', 'train', 'predict',
-           'evaluate', 'main']
-
-# %% ../nbs/08_cli.ipynb #5586c242
-def _atomic_write(dest:Path, write):
-    "Call `write(tmp)` on a temporary file next to `dest`, then rename it to `dest`."
-    dest = Path(dest)
-    tmp = dest.with_name(f'.{dest.name}.tmp')
-    write(tmp)
-    os.replace(tmp, dest)
-
-def rng_state(dls=None)->dict:
-    "fastai's `get_random_states()` (Python, NumPy, torch, CUDA), and the shuffling state of each of `dls`' loaders."
-    return dict(get_random_states(), loaders=[dl.rng.getstate() for dl in getattr(dls, 'loaders', [])])
-
-def set_rng_state(state:dict, dls=None):
-    "Put back a `rng_state(dls)`, whichever device its torch states were loaded to."
-    st = {k:v for k,v in state.items() if k != 'loaders'}
-    st['torch_state'],st['torch_cuda_state'] = st['torch_state'].cpu(),[s.cpu() for s in st['torch_cuda_state']]
-    set_random_states(**st)
-    for dl,s in zip(getattr(dls, 'loaders', []), state['loaders']): dl.rng.setstate(s)
-
-class Checkpoint(Callback):
-    "After each epoch, save all a resumed `fit` needs to `fname`.pth, and the metrics to `fname`.json, atomically."
-    order = Recorder.order+1
-    def __init__(self, fname='checkpoint', meta:dict|None=None, # settings of the run, saved with it
-                 resume:dict|None=None): # what `load_checkpoint` returned, to continue that run
-        store_attr('fname,meta')
-        self.resume = ifnone(resume, {})
-        self.start_epoch,self.history = self.resume.get('epoch', 0),list(self.resume.get('history', []))
-    def before_epoch(self):
-        if self.epoch != self.start_epoch or not self.resume: return
-        set_rng_state(self.resume['rng'], self.dls)
-        self.recorder.smooth_loss.val,self.recorder.smooth_loss.count = tensor(self.resume['smooth_loss'][0]),self.resume['smooth_loss'][1]
-    def after_epoch(self):
-        if self.epoch < self.start_epoch: return   # an epoch done before a resume, skipped by `fit(start_epoch=...)`
-        names,row = self.recorder.metric_names[1:-1],self.recorder.values[-1][:-1]
-        self.history.append(dict(epoch=self.epoch, **{n:float(v) for n,v in zip(names, row)}))
-        dest = self.learn.path/self.learn.model_dir/self.fname
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        sl = self.recorder.smooth_loss
-        info = dict(epoch=self.epoch+1, n_epoch=self.n_epoch, meta=self.meta, history=self.history)
-        state = dict(model=get_model(self.model).state_dict(), opt=self.opt.state_dict(), rng=rng_state(self.dls),
-                     smooth_loss=(float(sl.val), sl.count), **info)
-        _atomic_write(dest.with_suffix('.pth'), lambda f: torch.save(state, f))
-        _atomic_write(dest.with_suffix('.json'), lambda f: Path(f).write_text(json.dumps(info, indent=1)))
-
-
-# %% ../nbs/08_cli.ipynb #2d35fb5d
-def load_checkpoint(learn, fname='checkpoint',
-                    meta:dict|None=None)->dict: # if given, the settings the checkpoint must have been made with
-    "Load the last `Checkpoint`'s weights and optimiser state into `learn`; return the rest of it (`{}` if there is none)."
-    f = learn.path/learn.model_dir/f'{fname}.pth'
-    if not f.exists(): return {}
-    np_types = [np.ndarray, np.dtype, np._core.multiarray._reconstruct, np._core.multiarray.scalar, *[getattr(np.dtypes, t) for t in np.dtypes.__all__]]
-    with torch.serialization.safe_globals([L, *np_types]):   # the optimiser's state (as in fastai's `load_model`) and NumPy's random state
-        state = torch.load(f, map_location=learn.dls.device)
-    if meta is not None and state['meta'] != meta: raise ValueError(f"{f} was made with other settings: {state['meta']}")
-    learn.create_opt()
-    get_model(learn.model).load_state_dict(state.pop('model'))
-    learn.opt.load_state_dict(state.pop('opt'))
-    return state
-
+__all__ = ['CLIError', 'resolve_data', 'train', 'image_files', 'predict', 'evaluate', 'main']
 
 # %% ../nbs/08_cli.ipynb #0ce197f8
 class CLIError(Exception):
@@ -86,61 +29,92 @@ class CLIError(Exception):
 
 def resolve_data(data:str|None, # None: the synthetic shapes; 'pascal': fastai's PASCAL_2007; or a path
                  n:int=600, size:int=128, # shapes' images and size
-                 **kwargs)->tuple: # passed to the reader, e.g. `vocab` (the known classes)
-    "The records (train and validation together, and the split to use, if the source has one) for `--data`."
-    if data is None: return read_detections(make_shapes(n=n, size=size), **kwargs),None
-    if data == 'pascal': return _pascal(**kwargs)
+                )->Path:
+    "The dataset folder (or file) `--data` names: the synthetic shapes, fastai's PASCAL_2007, or a path that exists."
+    if data is None: return make_shapes(n=n, size=size)
+    if data == 'pascal':
+        try: return untar_data(URLs.PASCAL_2007)
+        except Exception as e: raise CLIError(f"--data pascal: could not download PASCAL_2007 ({type(e).__name__}: {e})") from e
     path = Path(data).expanduser()
     if not path.exists(): raise CLIError(f"--data: {path} does not exist")
-    return read_detections(path, **kwargs),None
-
-def _pascal(**kwargs)->tuple:
-    "fastai's PASCAL_2007: its train and valid COCO files, with `valid` as the validation split."
-    try: path = untar_data(URLs.PASCAL_2007)
-    except Exception as e: raise CLIError(f"--data pascal: could not download PASCAL_2007 ({type(e).__name__}: {e})") from e
-    trn,val = read_coco(path/'train.json', path/'train', **kwargs),read_coco(path/'valid.json', path/'train', **kwargs)
-    return trn+val,list(range(len(trn), len(trn)+len(val)))
-
-# %% ../nbs/08_cli.ipynb #7e1ab719
-def _write_json(dest:Path, obj): _atomic_write(dest, lambda f: Path(f).write_text(json.dumps(obj, indent=2)))
+    return path
 
 # %% ../nbs/08_cli.ipynb #5683af55
-def train(data:str|None=None, # a VOC/COCO/YOLO/CSV dataset, 'pascal', or None for the synthetic shapes
+def _write_json(dest:Path, obj): _atomic_write(dest, lambda f: Path(f).write_text(json.dumps(obj, indent=2)))
+
+def _phases(pretrained:bool, freeze_epochs:int, epochs:int, lr:float)->list:
+    "The fits of a run: `(checkpoint name, epochs, lr, body frozen, fit_one_cycle kwargs)`; fastai's `fine_tune` for a pretrained body."
+    if not pretrained: return [('checkpoint', epochs, lr, False, {})]
+    return [('checkpoint_frozen', freeze_epochs, slice(lr), True, dict(pct_start=0.99)),
+            ('checkpoint', epochs, slice(lr/2/100, lr/2), False, dict(pct_start=0.3, div=5.))]
+
+def _fit_phases(learn, phases:list, meta:dict, resume:bool)->list:
+    "Run the `phases` in order, each with its own `Checkpoint`, continuing from the last checkpoint written on `resume`; the history of all."
+    saved = [i for i,(name,*_) in enumerate(phases) if (learn.path/learn.model_dir/f'{name}.pth').exists()]
+    if resume and not saved: raise CLIError(f"--resume: no checkpoint in {learn.path}")
+    start,history = saved[-1] if resume else 0,[]
+    for i,(name,n,lr,frozen,kw) in enumerate(phases):
+        if i < start:   # a phase done before the interruption: its history only
+            history += json.loads((learn.path/learn.model_dir/f'{name}.json').read_text())['history']; continue
+        if frozen: learn.freeze()
+        else: learn.unfreeze()   # both clear the optimiser's state: before loading a checkpoint's
+        info = load_checkpoint(learn, name, meta) if resume and i==start else {}
+        ckpt = Checkpoint(name, monitor='mAP50', best_fname=name.replace('checkpoint', 'best'), meta=meta, resume=info)
+        if ckpt.start_epoch < n: learn.fit_one_cycle(n, lr, start_epoch=ckpt.start_epoch, cbs=ckpt, **kw)
+        history += ckpt.history
+    return history
+
+def train(data:str=None, # a VOC/COCO/YOLO folder, a COCO JSON or CSV file, 'pascal' (fastai's PASCAL_2007), or nothing for the synthetic shapes
           out:str='runs/ssd', # folder for the model, pictures, metrics and checkpoints
           arch:str='resnet18', # timm architecture of the body
-          pretrained:bool=False, # start from timm's pretrained weights (needs them downloaded once)
+          pretrained:bool=False, # start from timm's ImageNet weights (downloaded once) and fine-tune: frozen body first, then all of it
           size:int=128, # training image size
           bs:int=16, # batch size
-          epochs:int=10, # epochs of the one-cycle schedule
-          lr:float=3e-3, # maximum learning rate
+          epochs:int=10, # epochs of the one-cycle schedule (with --pretrained: after the frozen ones)
+          freeze_epochs:int=2, # with --pretrained: epochs with the body frozen, before --epochs of the whole network
+          lr:float=3e-3, # maximum learning rate (with --pretrained: the head's, the body gets it / 100 once unfrozen)
+          train_split:str=None, # the dataset's split to train on (default: 'train', where it has one)
+          valid_split:str=None, # the split to validate on (default: 'val'; a random 20% of the images where there is none)
           n_images:int=1600, # images in the synthetic set
           seed:int=42, # seed of the split, the initialisation and the augmentation
-          resume:bool=False, # continue from the last checkpoint in `out`
-          strides=(8,16,32,64), # strides of the feature maps the head predicts from (8: small objects)
+          resume:bool=False, # continue from the last checkpoint in --out
+          strides:tuple=(8,16,32,64), # strides of the feature maps the head predicts from (8: small objects)
          )->dict: # the final metrics
-    "Train an SSD on `data`, writing `ssd.pkl`, `results.png`, `metrics.json` and checkpoints to `out`."
+    "Train an SSD; write ssd.pkl, results.png, metrics.json and checkpoints to --out."
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(seed, reproducible=True)
-    recs,valid_idx = resolve_data(data, n=n_images, size=size)
-    splitter = IndexSplitter(valid_idx) if valid_idx is not None else None
-    dls = detection_dls(recs, size=size, bs=bs, seed=seed, splitter=splitter)
-    meta = dict(data=data, arch=arch, size=size, bs=bs, epochs=epochs, lr=lr, n_images=n_images, seed=seed, strides=list(strides))
+    path = resolve_data(data, n=n_images, size=size)
+    dls = detection_dls(path, size=size, bs=bs, train_split=train_split, valid_split=valid_split, seed=seed)
+    print(f"data: {dls.split_desc}")
+    meta = dict(data=data, arch=arch, pretrained=pretrained, size=size, bs=bs, epochs=epochs, freeze_epochs=freeze_epochs if pretrained else 0,
+                lr=lr, train_split=train_split, valid_split=valid_split, n_images=n_images, seed=seed, strides=list(strides))
     learn = ssd_learner(dls, arch=arch, pretrained=pretrained, path=out, model_dir='.', strides=strides)
-    info = load_checkpoint(learn, meta=meta) if resume else {}
-    if resume and not info: raise CLIError(f"--resume: no checkpoint in {out}")
-    ckpt = Checkpoint(meta=meta, resume=info)
-    if ckpt.start_epoch < epochs: learn.fit_one_cycle(epochs, lr, start_epoch=ckpt.start_epoch, cbs=ckpt)
+    history = _fit_phases(learn, _phases(pretrained, freeze_epochs, epochs, lr), meta, resume)
     final = dict(zip(['valid_loss', *learn.metrics.attrgot('name')], map(float, learn.validate())))
     learn.export('ssd.pkl')
     learn.show_results(max_n=4)
     plt.gcf().savefig(out/'results.png', dpi=80)
     plt.close('all')
-    _write_json(out/'metrics.json', dict(final=final, history=ckpt.history, settings=meta, vocab=list(dls.vocab[1:]),
+    _write_json(out/'metrics.json', dict(final=final, history=history, settings=meta, vocab=list(dls.vocab[1:]), split=dls.split_desc,
                                          n_train=len(dls.train_ds), n_valid=len(dls.valid_ds)))
     return final
 
 # %% ../nbs/08_cli.ipynb #f5b6d3a6
+_IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+def _is_pattern(s:str)->bool: return any(c in s for c in '*?[')
+
+def image_files(items:list)->list:
+    "The image files named by `items`: files, folders (their images, sorted) and glob patterns; `CLIError` for what matches nothing."
+    res = []
+    for it in map(str, items):
+        if Path(it).is_dir(): fs = sorted(p for p in Path(it).iterdir() if p.suffix.lower() in _IMAGE_EXTS)
+        elif _is_pattern(it): fs = sorted(Path(p) for p in glob.glob(it, recursive=True) if Path(p).is_file())
+        else: fs = [Path(it)] if Path(it).is_file() else []
+        if not fs: raise CLIError(f"image file not found: {it}" if not _is_pattern(it) and not Path(it).is_dir() else f"no image in {it}")
+        res += fs
+    return res
+
 def _load(model:str):
     "The exported learner in `model`, or a one-line error."
     if not Path(model).is_file(): raise CLIError(f"model file not found: {model}")
@@ -148,20 +122,18 @@ def _load(model:str):
         warnings.simplefilter('ignore')
         return load_learner(model)
 
-def predict(model:str, # an exported learner (`ssd.pkl`)
-            images:list, # image files
-            out:str='predictions', # folder for the annotated images and `predictions.json`
-            thresh:float=0.3, # minimum score of the detections kept
+def predict(model:str, # an exported learner, e.g. runs/ssd/ssd.pkl
+            images:list, # image files, folders of images, or glob patterns ('photos/*.jpg')
+            out:str='predictions', # folder for the annotated images and predictions.json
+            score_thresh:float=0.3, # minimum score of the detections kept
            )->list: # one dict per image
-    "Detect objects in `images`, writing annotated copies and a JSON file of boxes (in pixels), labels and scores."
-    learn = _load(model)
-    missing = [str(f) for f in images if not Path(f).is_file()]
-    if missing: raise CLIError(f"image file not found: {', '.join(missing)}")
+    "Detect objects in images; write annotated copies and predictions.json (boxes in pixels, labels, scores) to --out."
+    learn,files = _load(model),image_files(images)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     res = []
-    for f,(b,l,s) in zip(images, learn.predict_batch(images)):
-        k = s > thresh
+    for f,(b,l,s) in zip(files, learn.predict_batch(files)):
+        k = s > score_thresh
         res.append(dict(image=str(f), boxes=b[k].tolist(), labels=list(L(l)[k.tolist()]), scores=s[k].tolist()))
         ax = show_preds(f, b[k], L(l)[k.tolist()], s[k], vocab=learn.dls.vocab, figsize=(6,6))
         ax.figure.savefig(out/f'{Path(f).stem}.png', dpi=80, bbox_inches='tight')
@@ -170,70 +142,87 @@ def predict(model:str, # an exported learner (`ssd.pkl`)
     return res
 
 # %% ../nbs/08_cli.ipynb #be7af778
-def evaluate(model:str, # an exported learner (`ssd.pkl`)
-             data:str, # a VOC/COCO/YOLO/CSV dataset with ground truth
-            )->dict: # COCO and VOC mAPs
-    "The mAPs of `model` on `data`, in the pixels of the original images (VOC `difficult` objects ignored)."
-    learn = _load(model)
-    recs,_ = resolve_data(data, vocab=learn.dls.vocab)   # a class the model does not know: `ValueError` naming the file
-    cls = {c:i for i,c in enumerate(learn.dls.vocab)}
-    dets = [dict(boxes=b, labels=torch.tensor([cls[c] for c in l], dtype=torch.long), scores=s)
+def _eval_split(path:Path, split:str|None)->str|None:
+    "The split `ssd-fastai eval` scores: `split`, else the dataset's validation split, else None (all its images)."
+    if split is not None: return split
+    return 'val' if 'val' in dataset_splits(path) else None
+
+def evaluate(model:str, # an exported learner, e.g. runs/ssd/ssd.pkl
+             *, data:str, # a VOC/COCO/YOLO folder, a COCO JSON or CSV file, with ground truth
+             split:str=None, # the split to score (default: the dataset's 'val', where it has one; else all its images)
+             allow_seen:bool=False, # score it even if the model was trained on some of its images
+            )->dict: # COCO and VOC mAPs, the split scored and its number of images
+    "The mAPs of a model on a labelled dataset; in the pixels of the original images, VOC difficult objects ignored."
+    learn,path = _load(model),Path(data).expanduser()
+    if not path.exists(): raise CLIError(f"--data: {path} does not exist")
+    split = _eval_split(path, split)
+    recs = read_detections(path, split, vocab=learn.dls.vocab)   # a class the model does not know: `ValueError` naming the file
+    what = f"split {split!r} of {path}" if split else f"all the images of {path}"
+    seen = set(getattr(learn, 'trained_on', [])) & {str(r.fname.resolve()) for r in recs}
+    if seen and not allow_seen:
+        raise CLIError(f"{len(seen)} of the {len(recs)} images of {what} were used to train this model: their scores say nothing "
+                       f"about new images (choose another --split, or pass --allow-seen to score them anyway)")
+    idx = {c:i for i,c in enumerate(learn.dls.vocab)}
+    dets = [dict(boxes=b, labels=torch.tensor([idx[c] for c in l], dtype=torch.long), scores=s)
             for b,l,s in learn.predict_batch([r.fname for r in recs])]
-    gts = [dict(boxes=r.bboxes, labels=[cls[c] for c in r.labels], difficult=r.difficult) for r in recs]
+    gts = [dict(boxes=r.bboxes, labels=[idx[c] for c in r.labels], difficult=r.difficult) for r in recs]
     res = evaluate_detections(dets, gts, vocab=learn.dls.vocab)
-    return {k:float(v) for k,v in res.items() if k != 'per_class'}
+    return dict(scored=what, n_images=len(recs), seen=len(seen), **{k:float(v) for k,v in res.items() if k != 'per_class'})
 
 # %% ../nbs/08_cli.ipynb #1568a18d
+def _add_args(p:argparse.ArgumentParser, func):
+    "Arguments of `p` made from `func`'s signature and docments: positional parameters, keyword-only ones as required options, the rest as options."
+    docs = docments(func)
+    for name,prm in inspect.signature(func).parameters.items():
+        help,d = (docs.get(name) or '').replace('%', '%%'),prm.default
+        if prm.kind is prm.POSITIONAL_OR_KEYWORD and d is prm.empty:
+            p.add_argument(name, help=help, **(dict(nargs='+') if prm.annotation in (list, 'list') else {}))
+            continue
+        flag = '--' + name.replace('_', '-')
+        if d is prm.empty: p.add_argument(flag, required=True, help=help, dest=name)
+        elif isinstance(d, bool): p.add_argument(flag, action='store_true', help=help, dest=name)
+        elif isinstance(d, (tuple, list)): p.add_argument(flag, type=type(d[0]), nargs='+', default=list(d), dest=name,
+                                                          help=f'{help} (default: {" ".join(map(str, d))})')
+        else:
+            typ = {'int':int, 'float':float}.get(str(prm.annotation), type(d) if d is not None else str)
+            p.add_argument(flag, type=typ, default=d, dest=name, help=help + ('' if d is None else ' (default: %(default)s)'))
+
+_COMMANDS = {'train': train, 'predict': predict, 'eval': evaluate}
+
 def _parser()->argparse.ArgumentParser:
+    "The `ssd-fastai` parser: one sub-command per function of `_COMMANDS`, its options from the function's docments."
     p = argparse.ArgumentParser(prog='ssd-fastai', description='Single-shot multi-object detection with fastai and timm.')
     sub = p.add_subparsers(dest='cmd', required=True, metavar='{train,predict,eval}')
-    t = sub.add_parser('train', help='train a detector (default: on the embedded synthetic shapes, from scratch)',
-                       description='Train an SSD; writes ssd.pkl, results.png, metrics.json and checkpoints to --out.')
-    t.add_argument('--data', help="VOC, COCO or YOLO folder, COCO JSON or CSV file, or 'pascal' (default: synthetic shapes)")
-    t.add_argument('--out', default='runs/ssd', help='output folder (default: %(default)s)')
-    t.add_argument('--arch', default='resnet18', help='timm architecture of the body (default: %(default)s)')
-    t.add_argument('--pretrained', action='store_true', help="start from timm's pretrained weights (downloaded once)")
-    t.add_argument('--size', type=int, default=128, help='image size (default: %(default)s)')
-    t.add_argument('--bs', type=int, default=16, help='batch size (default: %(default)s)')
-    t.add_argument('--epochs', type=int, default=10, help='epochs (default: %(default)s)')
-    t.add_argument('--lr', type=float, default=3e-3, help='maximum learning rate (default: %(default)s)')
-    t.add_argument('--n-images', type=int, default=1600, help='synthetic images to generate (default: %(default)s)')
-    t.add_argument('--seed', type=int, default=42, help='random seed (default: %(default)s)')
-    t.add_argument('--strides', type=int, nargs='+', default=[8,16,32,64],
-                   help='strides of the feature maps to predict from (default: %(default)s)')
-    t.add_argument('--resume', action='store_true', help='continue an interrupted run from its last checkpoint in --out')
-    pr = sub.add_parser('predict', help='detect objects in images with an exported model',
-                        description='Write annotated images and predictions.json (boxes in pixels, labels, scores).')
-    pr.add_argument('model', help='exported model, e.g. runs/ssd/ssd.pkl')
-    pr.add_argument('images', nargs='+', help='image files')
-    pr.add_argument('--out', default='predictions', help='output folder (default: %(default)s)')
-    pr.add_argument('--thresh', type=float, default=0.3, help='minimum score (default: %(default)s)')
-    e = sub.add_parser('eval', help='mAP of an exported model on a labelled dataset',
-                       description='COCO AP@[.5:.95], AP50, AP75 and VOC AP of a model on a dataset, printed as JSON.')
-    e.add_argument('model', help='exported model, e.g. runs/ssd/ssd.pkl')
-    e.add_argument('--data', required=True, help='VOC, COCO or YOLO folder, COCO JSON or CSV file')
+    for name,f in _COMMANDS.items():
+        doc = f.__doc__.split(';')[0]
+        _add_args(sub.add_parser(name, help=doc[0].lower()+doc[1:], description=f.__doc__), f)
     return p
 
 # %% ../nbs/08_cli.ipynb #79bb1960
 def _check_args(a):
     "One-line errors for values argparse accepts but training cannot use."
-    for k in ('size', 'bs', 'epochs', 'n_images'):
-        if getattr(a, k, 1) is not None and getattr(a, k, 1) <= 0: raise CLIError(f"--{k.replace('_','-')} must be positive")
+    for k in ('size', 'bs', 'epochs', 'n_images', 'freeze_epochs'):
+        v = getattr(a, k, None)
+        if v is not None and (v <= 0 if k != 'freeze_epochs' else v < 0): raise CLIError(f"--{k.replace('_','-')} must be positive")
     if getattr(a, 'lr', 1) <= 0: raise CLIError("--lr must be positive")
+
+def _report(cmd:str, res, a):
+    "Print what a command did."
+    if cmd == 'train':
+        print(json.dumps(res, indent=2))
+        print(f"wrote {Path(a.out)/'ssd.pkl'}, {Path(a.out)/'results.png'} and {Path(a.out)/'metrics.json'}")
+    elif cmd == 'predict':
+        for r in res: print(f"{r['image']}: {len(r['labels'])} objects: " + ', '.join(f'{l} {s:.2f}' for l,s in zip(r['labels'], r['scores'])))
+        print(f"wrote annotated images and predictions.json to {a.out}")
+    else: print(json.dumps(res, indent=2))
 
 def main(argv=None):
     "Entry point of the `ssd-fastai` command."
     p = _parser()
     a = p.parse_args(argv)
+    kw = {k:v for k,v in vars(a).items() if k != 'cmd'}
+    if 'strides' in kw: kw['strides'] = tuple(kw['strides'])
     try:
         _check_args(a)
-        if a.cmd == 'train':
-            res = train(a.data, a.out, a.arch, a.pretrained, a.size, a.bs, a.epochs, a.lr, a.n_images, a.seed, a.resume, a.strides)
-            print(json.dumps(res, indent=2))
-            print(f"wrote {Path(a.out)/'ssd.pkl'}, {Path(a.out)/'results.png'} and {Path(a.out)/'metrics.json'}")
-        elif a.cmd == 'predict':
-            for r in predict(a.model, a.images, a.out, a.thresh):
-                print(f"{r['image']}: {len(r['labels'])} objects: " + ', '.join(f'{l} {s:.2f}' for l,s in zip(r['labels'], r['scores'])))
-            print(f"wrote annotated images and predictions.json to {a.out}")
-        else: print(json.dumps(evaluate(a.model, a.data), indent=2))
+        _report(a.cmd, _COMMANDS[a.cmd](**kw), a)
     except (CLIError, OSError, ValueError) as e: p.exit(2, f"ssd-fastai: error: {e}\n")   # OSError: missing or unreadable files

@@ -1,4 +1,4 @@
-"""From activations to detections: decode, non-maximum suppression, `predict`, `show_results` and a deployable model.
+"""From activations to detections: decode, non-maximum suppression, drawing detections, and a detector module that goes from pixels to boxes.
 
 Docs: https://ssd-fastai.github.io/ssd_fastai/inference.html.md"""
 
@@ -6,32 +6,32 @@ Docs: https://ssd-fastai.github.io/ssd_fastai/inference.html.md"""
 
 # %% ../nbs/06_inference.ipynb #d4e41682
 from __future__ import annotations
-import os
-from copy import deepcopy
 from pathlib import Path
 import torch, torch.nn as nn
 import matplotlib.pyplot as plt
 import matplotlib.patches as patches
+from PIL import Image
 from torch import Tensor
 from torchvision.ops import batched_nms
-from fastai.vision.all import *
+from fastcore.basics import store_attr, ifnone
+from fastai.torch_core import tensor, show_image
+from fastai.vision.core import PILImage
 from .boxes import *
-from .loss import SSDLoss
 
 # %% auto #0
-__all__ = ['nms_loop', 'decode_dets', 'decode_dets_loop', 'DetDecoder', 'show_preds', 'SSDLearner', 'Detector']
+__all__ = ['nms_loop', 'decode_dets', 'decode_dets_loop', 'DetDecoder', 'show_preds', 'Detector']
 
 # %% ../nbs/06_inference.ipynb #ad6727a4
 def nms_loop(boxes:Tensor, # (N,4) xyxy boxes of one class
              scores:Tensor, # (N,) their scores
-             thresh:float=0.5, # boxes overlapping a kept box by more than this are removed
+             nms_thresh:float=0.5, # boxes overlapping a kept box by more than this are removed
             )->Tensor: # indices of the kept boxes, best first
     "Non-maximum suppression written as the simple loop it is: keep the best box, drop its overlaps, repeat."
     order,keep = scores.argsort(descending=True),[]
     while len(order):
         best,order = order[0],order[1:]
         keep.append(best)
-        order = order[box_iou(boxes[best][None], boxes[order])[0] <= thresh]
+        order = order[box_iou(boxes[best][None], boxes[order])[0] <= nms_thresh]
     return torch.stack(keep) if keep else order
 
 # %% ../nbs/06_inference.ipynb #b133dc7b
@@ -41,11 +41,11 @@ def _rank_in_group(grp:Tensor, n_grp:int)->Tensor:
     return torch.ones_like(grp).cumsum(0)-1 - (counts.cumsum(0)-counts)[grp]
 
 # %% ../nbs/06_inference.ipynb #7fcb7782
-def _per_class_nms(bxs:Tensor, s:Tensor, cls:Tensor, img:Tensor, n_img:int, thresh:float)->Tensor:
+def _per_class_nms(bxs:Tensor, s:Tensor, lbl:Tensor, img:Tensor, n_img:int, nms_thresh:float)->Tensor:
     "Indices kept by NMS inside each class, image by image: grouped by image, best first in each; `img` (sorted) is the image of each box."
-    if n_img == 1: return batched_nms(bxs, s, cls, thresh)   # one call, and no data-dependent split for `torch.jit.trace` to freeze
+    if n_img == 1: return batched_nms(bxs, s, lbl, nms_thresh)   # one call, and no data-dependent split for `torch.jit.trace` to freeze
     parts = torch.arange(len(img), device=img.device).split(torch.bincount(img, minlength=n_img).tolist())
-    return torch.cat([p[batched_nms(bxs[p], s[p], cls[p], thresh)] for p in parts])
+    return torch.cat([p[batched_nms(bxs[p], s[p], lbl[p], nms_thresh)] for p in parts])
 
 # %% ../nbs/06_inference.ipynb #16787559
 def decode_dets(scores:Tensor, # (B,A,C) class probabilities, column j is vocab index j+1
@@ -58,15 +58,15 @@ def decode_dets(scores:Tensor, # (B,A,C) class probabilities, column j is vocab 
     "Threshold, per-class NMS and top-k for a whole batch at once."
     B,A,C = scores.shape
     top_s,top_i = scores.flatten(1).topk(min(pre_nms, A*C), dim=1)
-    anc,cls = top_i//C, top_i%C
+    anc,lbl = top_i//C, top_i%C
     img = torch.arange(B, device=scores.device)[:,None].expand_as(anc)
     ok = top_s > score_thresh
-    bxs,s,cls,img = boxes[img[ok], anc[ok]], top_s[ok], cls[ok], img[ok]
-    keep = _per_class_nms(bxs.float(), s.float(), cls, img, B, nms_thresh)   # grouped by image, best first
+    bxs,s,lbl,img = boxes[img[ok], anc[ok]], top_s[ok], lbl[ok], img[ok]
+    keep = _per_class_nms(bxs.float(), s.float(), lbl, img, B, nms_thresh)   # grouped by image, best first
     rank = _rank_in_group(img[keep], B)
     keep,rank = keep[rank<max_det], rank[rank<max_det]
-    out_b,out_l,out_s = boxes.new_zeros(B,max_det,4), cls.new_zeros(B,max_det), scores.new_zeros(B,max_det)
-    out_b[img[keep],rank],out_l[img[keep],rank],out_s[img[keep],rank] = bxs[keep], cls[keep]+1, s[keep]
+    out_b,out_l,out_s = boxes.new_zeros(B,max_det,4), lbl.new_zeros(B,max_det), scores.new_zeros(B,max_det)
+    out_b[img[keep],rank],out_l[img[keep],rank],out_s[img[keep],rank] = bxs[keep], lbl[keep]+1, s[keep]
     return out_b,out_l,out_s
 
 # %% ../nbs/06_inference.ipynb #9194089c
@@ -89,23 +89,6 @@ class DetDecoder:
     def __call__(self, scores, boxes):
         return decode_dets(scores, boxes, self.score_thresh, self.nms_thresh, self.max_det, self.pre_nms)
     def __repr__(self): return f'{type(self).__name__}({", ".join(f"{k}={v}" for k,v in self.__dict__.items())})'
-
-# %% ../nbs/06_inference.ipynb #58a2f297
-def _decoder(loss)->DetDecoder:
-    "The `DetDecoder` a loss carries, given default settings the first time it is asked for."
-    if getattr(loss, 'decoder', None) is None: loss.decoder = DetDecoder()
-    return loss.decoder
-
-@patch
-def activation(self:SSDLoss, preds):
-    "Class probabilities and scaled xyxy boxes from the model's `(clas, box, anc)`."
-    clas,box,anc = (t.as_subclass(Tensor) for t in preds)   # plain tensors, whatever fastai type the input had
-    return clas.sigmoid(), self.coder.decode(box, anc).clamp(-1, 1)
-
-@patch
-def decodes(self:SSDLoss, preds):
-    "The best detections of each image: boxes `(B,K,4)`, labels `(B,K)`, scores `(B,K)`."
-    return _decoder(self)(*preds)
 
 # %% ../nbs/06_inference.ipynb #c3f0a13b
 def _img_size(img)->tuple:
@@ -137,57 +120,6 @@ def show_preds(img, # image, path or tensor
         ax.text(bb[0], bb[1], txt, color='white', fontsize=8, va='bottom', bbox=dict(facecolor=c, alpha=0.8, pad=1, lw=0))
     return ax
 
-# %% ../nbs/06_inference.ipynb #8dde9542
-class SSDLearner(Learner):
-    "A `Learner` for single-shot detectors: `predict` and `show_results` return and draw boxes."
-    def _detect(self, xb)->tuple:
-        "Decoded detections `(boxes, labels, scores)` of a batch of inputs, scaled coordinates, as plain tensors."
-        self.model.eval()
-        with torch.no_grad(): dets = self.loss_func.decodes(self.loss_func.activation(self.model(xb)))
-        return tuple(t.as_subclass(Tensor) for t in dets)
-
-    def predict_batch(self, items, # images or their paths
-                      bs:int=16):
-        "Detections of each item: `(boxes, labels, scores)` with boxes in the pixels of the original image."
-        dl,res = self.dls.test_dl(items, bs=bs, num_workers=0),[]
-        for xb, in dl:
-            for b,l,s in zip(*self._detect(xb)): res.append((b[l>0],l[l>0],s[l>0]))
-        return [(scaled2pixels(b.cpu(), _img_size(it)), L(self.dls.vocab[i] for i in l.tolist()), s.cpu())
-                for it,(b,l,s) in zip(items, res)]
-
-    def predict(self, item):
-        "Detections in one image: boxes `(n,4)` in its own pixels, class names, scores."
-        return self.predict_batch([item])[0]
-
-    def show_results(self, ds_idx=1, dl=None, max_n=6, shuffle=True, score_thresh=0.3, figsize=None):
-        "Ground truth (left) next to predictions (right) for a batch of `dl`."
-        dl = ifnone(dl, self.dls[ds_idx].new(shuffle=shuffle))
-        xb,bb,lbl = dl.one_batch()
-        bb,lbl = bb.as_subclass(Tensor),lbl.as_subclass(Tensor)
-        boxes,labels,scores = self._detect(xb)
-        imgs = dl.decode((xb,))[0]
-        n = min(max_n, len(xb))
-        fig,axs = plt.subplots(n, 2, figsize=ifnone(figsize, (6, 3*n)), squeeze=False)
-        for i in range(n):
-            sz = imgs[i].shape[-1], imgs[i].shape[-2]
-            g,p = lbl[i]>0, (labels[i]>0) & (scores[i]>score_thresh)
-            names = lambda t: [self.dls.vocab[j] for j in t.tolist()]
-            show_preds(imgs[i], scaled2pixels(bb[i][g].cpu(), sz), names(lbl[i][g]), ax=axs[i,0], vocab=self.dls.vocab,
-                       title='ground truth' if i==0 else None)
-            show_preds(imgs[i], scaled2pixels(boxes[i][p].cpu(), sz), names(labels[i][p]), scores[i][p].cpu(),
-                       ax=axs[i,1], vocab=self.dls.vocab, title='predictions' if i==0 else None)
-        plt.tight_layout()
-
-    def export(self, fname='export.pkl', **kwargs):
-        "Export for inference like `Learner.export`, atomically."
-        dest = self.path/fname
-        tmp = dest.with_name(f'.{dest.name}.tmp')
-        try: super().export(tmp.absolute(), **kwargs)   # absolute: `Learner.export` prepends `self.path` again
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, dest)
-
 # %% ../nbs/06_inference.ipynb #886b045e
 class Detector(nn.Module):
     "Normalise, run the model, decode: `(B,3,H,W)` images in [0,1] -> boxes in input pixels, labels, scores."
@@ -201,28 +133,3 @@ class Detector(nn.Module):
         clas,box,anc = self.model((x-self.mean)/self.std)
         b,l,s = self.decoder(clas.sigmoid(), self.coder.decode(box, anc).clamp(-1, 1))
         return scaled2pixels(b, (x.shape[-1], x.shape[-2])), l, s
-
-# %% ../nbs/06_inference.ipynb #e31c613a
-def _norm_stats(dls)->tuple:
-    "Mean and std of the `Normalize` in `dls.after_batch` (identity if there is none)."
-    norm = first(t for t in dls.after_batch.fs if isinstance(t, Normalize))
-    if norm is None: return torch.zeros(3),torch.ones(3)
-    return norm.mean.flatten().cpu(),norm.std.flatten().cpu()
-
-@patch
-def to_detector(self:SSDLearner)->Detector:
-    "A `Detector` with a copy of this learner's model (on the CPU, in eval mode), normalisation, box coder and decoder settings."
-    mean,std = _norm_stats(self.dls)
-    return Detector(deepcopy(self.model), self.loss_func.coder, mean, std, _decoder(self.loss_func)).cpu().eval()
-
-@patch
-def export_torchscript(self:SSDLearner, fname='detector.pt', size=None):
-    "Trace `to_detector()` at the size of the training images (or `size=(h,w)`) and save it as TorchScript."
-    size = ifnone(size, self.dls.one_batch()[0].shape[-2:])
-    det = self.to_detector()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        ts = torch.jit.trace(det, torch.rand(1, 3, *size), check_trace=False)
-    dest = self.path/fname
-    ts.save(str(dest))
-    return dest

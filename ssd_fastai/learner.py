@@ -1,4 +1,4 @@
-"""`ssd_learner` and `single_object_learner`: everything put together as a fastai `Learner`.
+"""`SSDLearner` (predict, show results, export, deploy), `ssd_learner` and `largest_object_learner`: everything put together as a fastai `Learner`.
 
 Docs: https://ssd-fastai.github.io/ssd_fastai/learner.html.md"""
 
@@ -6,15 +6,96 @@ Docs: https://ssd-fastai.github.io/ssd_fastai/learner.html.md"""
 
 # %% ../nbs/07_learner.ipynb #719a17cc
 from __future__ import annotations
-from fastai.vision.all import *
-from .boxes import *
-from .model import *
-from .loss import *
-from .metrics import *
-from .inference import *
+from copy import deepcopy
+from fastai.vision.all import *   # the whole `Learner` API a fastai user expects: `fit_one_cycle`, `lr_find`, `summary`, `to_fp16`...
+from .boxes import scaled2pixels
+from .data import rec_fname
+from .model import ssd_model, largest_object_model, body_head_split
+from .loss import SSDLoss, LargestObjectLoss, clas_loss, loc_loss, pos_per_img, detn_acc, detn_l1
+from .metrics import MeanAP
+from .inference import Detector, DetDecoder, show_preds, _img_size
 
 # %% auto #0
-__all__ = ['detection_metrics', 'ssd_learner', 'single_object_learner']
+__all__ = ['SSDLearner', 'detection_metrics', 'ssd_learner', 'largest_object_learner']
+
+# %% ../nbs/07_learner.ipynb #63c227ee
+def _norm_stats(dls)->tuple:
+    "Mean and std of the `Normalize` in `dls.after_batch` (identity if there is none)."
+    norm = first(t for t in dls.after_batch.fs if isinstance(t, Normalize))
+    if norm is None: return torch.zeros(3),torch.ones(3)
+    return norm.mean.flatten().cpu(),norm.std.flatten().cpu()
+
+def _train_files(dls)->list:
+    "The image files of the training set of `dls`, resolved, sorted."
+    return sorted(str(Path(rec_fname(o)).resolve()) for o in getattr(dls.train, 'items', []) if isinstance(rec_fname(o), (str, Path)))
+
+class SSDLearner(Learner):
+    "A `Learner` for single-shot detectors: `predict` and `show_results` return and draw boxes; `to_detector` deploys."
+    def _detect(self, xb)->tuple:
+        "Decoded detections `(boxes, labels, scores)` of a batch of inputs, scaled coordinates, as plain tensors."
+        self.model.eval()
+        with torch.no_grad(): dets = self.loss_func.decodes(self.loss_func.activation(self.model(xb)))
+        return tuple(t.as_subclass(Tensor) for t in dets)
+
+    def predict_batch(self, items, # images or their paths
+                      bs:int=16):
+        "Detections of each item: `(boxes, labels, scores)` with boxes in the pixels of the original image."
+        dl,res = self.dls.test_dl(items, bs=bs, num_workers=0),[]
+        for xb, in dl:
+            for b,l,s in zip(*self._detect(xb)): res.append((b[l>0],l[l>0],s[l>0]))
+        return [(scaled2pixels(b.cpu(), _img_size(it)), L(self.dls.vocab[i] for i in l.tolist()), s.cpu())
+                for it,(b,l,s) in zip(items, res)]
+
+    def predict(self, item):
+        "Detections in one image: boxes `(n,4)` in its own pixels, class names, scores."
+        return self.predict_batch([item])[0]
+
+    def show_results(self, ds_idx=1, dl=None, max_n=6, shuffle=True, score_thresh=0.3, figsize=None):
+        "Ground truth (left) next to predictions (right) for a batch of `dl`."
+        dl = ifnone(dl, self.dls[ds_idx].new(shuffle=shuffle))
+        xb,bb,lbl = dl.one_batch()
+        bb,lbl = bb.as_subclass(Tensor),lbl.as_subclass(Tensor)
+        boxes,labels,scores = self._detect(xb)
+        imgs = dl.decode((xb,))[0]
+        n = min(max_n, len(xb))
+        fig,axs = plt.subplots(n, 2, figsize=ifnone(figsize, (6, 3*n)), squeeze=False)
+        for i in range(n):
+            sz = imgs[i].shape[-1], imgs[i].shape[-2]
+            g,p = lbl[i]>0, (labels[i]>0) & (scores[i]>score_thresh)
+            names = lambda t: [self.dls.vocab[j] for j in t.tolist()]
+            show_preds(imgs[i], scaled2pixels(bb[i][g].cpu(), sz), names(lbl[i][g]), ax=axs[i,0], vocab=self.dls.vocab,
+                       title='ground truth' if i==0 else None)
+            show_preds(imgs[i], scaled2pixels(boxes[i][p].cpu(), sz), names(labels[i][p]), scores[i][p].cpu(),
+                       ax=axs[i,1], vocab=self.dls.vocab, title='predictions' if i==0 else None)
+        plt.tight_layout()
+
+    def export(self, fname='export.pkl', **kwargs):
+        "Export for inference like `Learner.export`, atomically, with the list of training images in `trained_on`."
+        if self.dls.train.n: self.trained_on = _train_files(self.dls)   # an exported learner has no data left: keep what it had
+        dest = self.path/fname
+        tmp = dest.with_name(f'.{dest.name}.tmp')
+        try: super().export(tmp.absolute(), **kwargs)   # absolute: `Learner.export` prepends `self.path` again
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, dest)
+
+    def to_detector(self)->Detector:
+        "A `Detector` with a copy of this learner's model (on the CPU, in eval mode), normalisation, box coder and decoder settings."
+        mean,std = _norm_stats(self.dls)
+        decoder = getattr(self.loss_func, 'decoder', None) or DetDecoder()
+        return Detector(deepcopy(self.model), self.loss_func.coder, mean, std, decoder).cpu().eval()
+
+    def export_torchscript(self, fname='detector.pt', size=None):
+        "Trace `to_detector()` at the size of the training images (or `size=(h,w)`) and save it as TorchScript."
+        size = ifnone(size, self.dls.one_batch()[0].shape[-2:])
+        det = self.to_detector()
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            ts = torch.jit.trace(det, torch.rand(1, 3, *size), check_trace=False)
+        dest = self.path/fname
+        ts.save(str(dest))
+        return dest
 
 # %% ../nbs/07_learner.ipynb #e1ebc2ec
 def _add_norm(dls, mean, std):
@@ -33,13 +114,13 @@ def ssd_learner(dls:DataLoaders, # detection `DataLoaders`, e.g. from `detection
                 arch:str='resnet34', # any timm model that supports `features_only`
                 pretrained:bool=True, # start from timm's pretrained weights (then the body starts frozen)
                 model:nn.Module|None=None, # a model of your own, instead of `ssd_model(arch, ...)`
-                loss_func=None, # default: `SSDLoss(coder, matcher=matcher)` with focal loss
+                loss_func=None, # default: `SSDLoss(coder, matcher=matcher, decoder=decoder)` with focal loss
                 coder=None, # box coder for the default loss (default: `SSDCoder()`)
                 matcher=None, # anchor matcher for the default loss (default: `match_anchors`)
                 decoder=None, # detection decoder (default: `DetDecoder()`)
                 metrics=None, # default: `detection_metrics()`
                 normalize:bool=True, # add `Normalize` with the body's statistics to `dls`
-                splitter=None, # default: `ssd_split`, body and head
+                splitter=None, # default: `body_head_split`, body and head
                 opt_func=Adam, lr=defaults.lr, cbs=None, path=None, model_dir='models', wd=None,
                 wd_bn_bias=False, train_bn=True, moms=(0.95,0.85,0.95),
                 **kwargs)->SSDLearner:
@@ -48,28 +129,28 @@ def ssd_learner(dls:DataLoaders, # detection `DataLoaders`, e.g. from `detection
     if built: model = ssd_model(arch, n_cls=len(dls.vocab)-1, pretrained=pretrained, **kwargs)
     body = getattr(model, 'body', None)
     if normalize and hasattr(body, 'mean'): _add_norm(dls, body.mean, body.std)
-    if loss_func is None: loss_func = SSDLoss(coder=coder, matcher=matcher)
-    if decoder is not None: loss_func.decoder = decoder
-    learn = SSDLearner(dls, model, loss_func=loss_func, opt_func=opt_func, lr=lr, splitter=ifnone(splitter, ssd_split),
+    if loss_func is None: loss_func = SSDLoss(coder=coder, matcher=matcher, decoder=decoder)
+    elif decoder is not None: loss_func.decoder = decoder
+    learn = SSDLearner(dls, model, loss_func=loss_func, opt_func=opt_func, lr=lr, splitter=ifnone(splitter, body_head_split),
                        cbs=cbs, metrics=ifnone(metrics, detection_metrics()), path=path, model_dir=model_dir, wd=wd,
                        wd_bn_bias=wd_bn_bias, train_bn=train_bn, moms=moms)
     if built and (pretrained or kwargs.get('weights') is not None): learn.freeze()   # a pretrained body we made
     return learn
 
 # %% ../nbs/07_learner.ipynb #80fbd067
-@delegates(single_object_model, but=['n_cls'])
-def single_object_learner(dls:DataLoaders, # from `largest_object_dls`
+@delegates(largest_object_model, but=['n_cls'])
+def largest_object_learner(dls:DataLoaders, # from `largest_object_dls`
                           arch:str='resnet34', pretrained:bool=True,
-                          loss_func=None, # default: `SingleObjectLoss()`
+                          loss_func=None, # default: `LargestObjectLoss()`
                           metrics=None, # default: `[detn_acc, detn_l1]`
                           normalize:bool=True, # add `Normalize` with the body's statistics to `dls`
-                          splitter=None, # default: `single_object_split`
+                          splitter=None, # default: `body_head_split`
                           cbs=None, path=None, opt_func=Adam, lr=defaults.lr, wd=None,
                           **kwargs)->Learner:
     "A `Learner` for the class and box of the largest object of each image."
-    model = single_object_model(arch, n_cls=len(dls.vocab)-1, pretrained=pretrained, **kwargs)
+    model = largest_object_model(arch, n_cls=len(dls.vocab)-1, pretrained=pretrained, **kwargs)
     if normalize: _add_norm(dls, model.body.mean, model.body.std)
-    learn = Learner(dls, model, loss_func=ifnone(loss_func, SingleObjectLoss()), metrics=ifnone(metrics, [detn_acc, detn_l1]),
-                    splitter=ifnone(splitter, single_object_split), cbs=cbs, path=path, opt_func=opt_func, lr=lr, wd=wd)
+    learn = Learner(dls, model, loss_func=ifnone(loss_func, LargestObjectLoss()), metrics=ifnone(metrics, [detn_acc, detn_l1]),
+                    splitter=ifnone(splitter, body_head_split), cbs=cbs, path=path, opt_func=opt_func, lr=lr, wd=wd)
     if pretrained or kwargs.get('weights') is not None: learn.freeze()
     return learn

@@ -1,4 +1,4 @@
-"""Batched anchor matching, BCE without a background column, focal loss, `SSDLoss` and its parts as metrics, and the single-object loss.
+"""Batched anchor matching, BCE without a background column, focal loss, `SSDLoss` and its parts as metrics, and the largest-object loss.
 
 Docs: https://ssd-fastai.github.io/ssd_fastai/loss.html.md"""
 
@@ -15,32 +15,38 @@ from fastai.torch_core import find_bs
 
 # %% auto #0
 __all__ = ['clas_loss', 'loc_loss', 'pos_per_img', 'anchor_iou', 'match_anchors', 'match_anchors_loop', 'anchor_coverage',
-           'one_hot_nobg', 'bce_loss', 'focal_loss', 'hard_negatives', 'l1_loss', 'smooth_l1_loss', 'SSDLoss',
-           'ssd_loss_loop', 'LossPart', 'sigmoid_box', 'SingleObjectLoss', 'detn_l1', 'detn_acc']
+           'one_hot_nobg', 'SigmoidBCELoss', 'SigmoidFocalLoss', 'hard_negatives', 'l1_loss', 'smooth_l1_loss',
+           'SSDLoss', 'ssd_loss_loop', 'LossPart', 'sigmoid_box', 'LargestObjectLoss', 'detn_l1', 'detn_acc']
 
 # %% ../nbs/04_loss.ipynb #c20242c2
 from .boxes import box_iou, box_area, cxcywh2xyxy
 from .anchors import SSDCoder
+from .inference import DetDecoder
 
 # %% ../nbs/04_loss.ipynb #bb8374f0
-def anchor_iou(anc:Tensor, # anchors (A,4), xyxy
-               bb:Tensor, # boxes of each image (B,M,4), xyxy
-              )->Tensor: # (B,A,M)
-    "IoU of every anchor with every box of every image: `box_iou(anc[None], bb)`, with a fraction of the memory."
-    a = anc.T[:,:,None]                    # (4,A,1)
+def _iou_xyxy(a:Tensor, bb:Tensor)->Tensor:
+    "IoU (B,A,M) of the xyxy boxes `a` (A,4) with each image's boxes `bb` (B,M,4): `box_iou(a[None], bb)`, in place, one coordinate at a time."
+    area_a = box_area(a)
+    a = a.T[:,:,None]                      # (4,A,1)
     b = bb.permute(2,0,1)[:,:,None]        # (4,B,1,M)
     w = torch.minimum(a[2], b[2]).sub_(torch.maximum(a[0], b[0])).clamp_(min=0)
     h = torch.minimum(a[3], b[3]).sub_(torch.maximum(a[1], b[1])).clamp_(min=0)
     inter = w.mul_(h)
-    union = (box_area(anc)[:,None] + box_area(bb)[:,None,:]).sub_(inter)
+    union = (area_a[:,None] + box_area(bb)[:,None,:]).sub_(inter)
     return inter.div_(union.clamp_(min=torch.finfo(union.dtype).tiny))
+
+def anchor_iou(anc:Tensor, # anchors (A,4), scaled cxcywh
+               bb:Tensor, # boxes of each image (B,M,4), scaled xyxy
+              )->Tensor: # (B,A,M)
+    "IoU of every anchor with every box of every image: `box_iou(cxcywh2xyxy(anc)[None], bb)`, with a fraction of the memory."
+    return _iou_xyxy(cxcywh2xyxy(anc), bb)
 
 # %% ../nbs/04_loss.ipynb #47f90d14
 def _iou_maxes(anc:Tensor, bb:Tensor, obj:Tensor, chunk:int)->list[Tensor]:
-    "Each anchor's best object (ov, idx) (B,A) and each object's best anchor (ov, idx) (B,M), `chunk` images at a time."
+    "Each anchor's best object (ov, idx) (B,A) and each object's best anchor (ov, idx) (B,M), `chunk` images at a time; anchors xyxy."
     B,M = obj.shape
     if chunk>=B:
-        iou = anchor_iou(anc, bb).masked_fill_(~obj[:,None], -1)              # padding never wins
+        iou = _iou_xyxy(anc, bb).masked_fill_(~obj[:,None], -1)              # padding never wins
         return [*iou.max(2), *iou.max(1)]
     # objects first (in their order), so that each chunk is only as wide as its most crowded image
     order = torch.sort((~obj).byte(), dim=1, stable=True).indices
@@ -50,7 +56,7 @@ def _iou_maxes(anc:Tensor, bb:Tensor, obj:Tensor, chunk:int)->list[Tensor]:
     ovs,idxs = [],[]
     for i in range(0, B, chunk):
         sl,m = slice(i, i+chunk),max(max(n[i:i+chunk]), 1)
-        iou = anchor_iou(anc, bb[sl,:m]).masked_fill_(~obj[sl,None,:m], -1)
+        iou = _iou_xyxy(anc, bb[sl,:m]).masked_fill_(~obj[sl,None,:m], -1)
         ov,j = iou.max(2)
         ovs.append(ov); idxs.append(order[sl].gather(1, j))
         o,a = iou.max(1)
@@ -61,10 +67,10 @@ def _default_chunk(anc:Tensor, B:int, M:int)->int:
     "Images per IoU chunk: about 128K IoUs at a time on CPU, the whole batch on GPU."
     return B if anc.device.type!='cpu' else max(1, 2**17//max(1, len(anc)*M))
 
-def match_anchors(anc:Tensor, # anchors (A,4), scaled xyxy
+def match_anchors(anc:Tensor, # anchors (A,4), scaled cxcywh
                   bb:Tensor, # ground-truth boxes (B,M,4), scaled xyxy; rows with `lbl==0` are padding
                   lbl:Tensor, # labels (B,M), vocab indices, 0 = padding
-                  thresh:float=0.5, # IoU an anchor needs to take its best object (the lesson used 0.4)
+                  iou_thresh:float=0.5, # IoU an anchor needs to take its best object (the lesson used 0.4)
                   force:bool=True, # give every object its best anchor, whatever the IoU
                   chunk:int|None=None, # images per IoU chunk (default: ~128K IoUs on CPU, the whole batch on GPU)
                  )->tuple[Tensor,Tensor]: # object index (B,A) long, positive anchors (B,A) bool
@@ -73,8 +79,8 @@ def match_anchors(anc:Tensor, # anchors (A,4), scaled xyxy
     A   = anc.shape[0]
     if M==0: return lbl.new_zeros(B,A), torch.zeros(B,A, dtype=torch.bool, device=lbl.device)
     obj = lbl>0
-    ov,idx,best_ov,best_anc = _iou_maxes(anc, bb, obj, ifnone(chunk, _default_chunk(anc, B, M)))
-    pos = ov>=thresh
+    ov,idx,best_ov,best_anc = _iou_maxes(cxcywh2xyxy(anc), bb, obj, ifnone(chunk, _default_chunk(anc, B, M)))
+    pos = ov>=iou_thresh
     if force:
         m = torch.arange(M, device=lbl.device).expand(B,M)
         m = torch.where(obj & (best_ov>0), m, -1)
@@ -84,18 +90,18 @@ def match_anchors(anc:Tensor, # anchors (A,4), scaled xyxy
     return idx,pos
 
 # %% ../nbs/04_loss.ipynb #f0784a57
-def match_anchors_loop(anc:Tensor, bb:Tensor, lbl:Tensor, thresh:float=0.5, force:bool=True)->tuple[Tensor,Tensor]:
-    "Reference for `match_anchors`: a loop over images and objects (slow; for tests and teaching)."
+def match_anchors_loop(anc:Tensor, bb:Tensor, lbl:Tensor, iou_thresh:float=0.5, force:bool=True)->tuple[Tensor,Tensor]:
+    "Reference for `match_anchors` (anchors cxcywh): a loop over images and objects (slow; for tests and teaching)."
     B,A = lbl.shape[0],anc.shape[0]
     idx = lbl.new_zeros(B,A)
     pos = torch.zeros(B,A, dtype=torch.bool, device=lbl.device)
     for i in range(B):
         keep = (lbl[i]>0).nonzero()[:,0]               # drop the padding
         if len(keep)==0: continue
-        ious = box_iou(bb[i][keep], anc)              # (objects, anchors)
+        ious = box_iou(bb[i][keep], cxcywh2xyxy(anc))  # (objects, anchors)
         prior_ov,prior_idx = ious.max(1)              # each object's best anchor
         gt_ov,gt_idx = ious.max(0)                    # each anchor's best object
-        pos_i = gt_ov>=thresh
+        pos_i = gt_ov>=iou_thresh
         if force:
             for o,(a,ov) in enumerate(zip(prior_idx,prior_ov)):
                 if ov>0: gt_idx[a],pos_i[a] = o,True
@@ -106,14 +112,14 @@ def match_anchors_loop(anc:Tensor, bb:Tensor, lbl:Tensor, thresh:float=0.5, forc
 def anchor_coverage(anc:Tensor, # anchors (A,4), scaled cxcywh, as `anchor_boxes` or `SSDModel.anchors` make them
                     bb:Tensor, # ground-truth boxes (B,M,4), scaled xyxy
                     lbl:Tensor, # labels (B,M), 0 = padding
-                    thresh:float=0.5, # IoU an anchor needs to take an object
+                    iou_thresh:float=0.5, # IoU an anchor needs to take an object
                    )->dict:
-    "How well anchors fit objects: share with a best anchor over `thresh`, their mean best IoU, positive anchors per object."
-    anc,obj = cxcywh2xyxy(anc),lbl>0
-    best = _iou_maxes(anc, bb, obj, _default_chunk(anc, *lbl.shape))[2][obj]   # each object's best IoU, chunk by chunk
-    idx,pos = match_anchors(anc, bb, lbl, thresh)
+    "How well anchors fit objects: share with a best anchor over `iou_thresh`, their mean best IoU, positive anchors per object."
+    obj = lbl>0
+    best = _iou_maxes(cxcywh2xyxy(anc), bb, obj, _default_chunk(anc, *lbl.shape))[2][obj]   # each object's best IoU, chunk by chunk
+    idx,pos = match_anchors(anc, bb, lbl, iou_thresh)
     n_pos = torch.zeros(lbl.shape, device=lbl.device).scatter_add_(1, idx, pos.float())[obj]
-    return dict(covered=(best>=thresh).float().mean().item(), best_iou=best.mean().item(), pos_per_obj=n_pos.mean().item())
+    return dict(covered=(best>=iou_thresh).float().mean().item(), best_iou=best.mean().item(), pos_per_obj=n_pos.mean().item())
 
 # %% ../nbs/04_loss.ipynb #dece3b61
 def one_hot_nobg(targ:Tensor, # targets (...,) vocab indices, 0 = background
@@ -127,29 +133,34 @@ def _target_logit(x:Tensor, targ:Tensor)->tuple[Tensor,Tensor]:
     "Foreground mask `(...)` and the logit of each anchor's target class `(...)` (any logit for background)."
     return targ>0, x.gather(-1, (targ-1).clamp(min=0)[...,None])[...,0]
 
-def bce_loss(x:Tensor, # logits (...,n_cls)
-             targ:Tensor, # targets (...) vocab indices, 0 = background
-            )->Tensor: # loss per anchor (...)
-    "Binary cross-entropy of the logits `x` against one-hot targets without background, per anchor."
-    x = x.float()
-    fg,xt = _target_logit(x, targ)
-    return F.softplus(x).sum(-1) - torch.where(fg, xt, 0.)
+class SigmoidBCELoss:
+    "Binary cross-entropy of sigmoid logits against one-hot targets without a background column, summed over the classes of each anchor."
+    def __call__(self, x:Tensor, # logits (...,n_cls)
+                 targ:Tensor, # targets (...) vocab indices, 0 = background
+                )->Tensor: # loss per anchor (...)
+        x = x.float()
+        fg,xt = _target_logit(x, targ)
+        return F.softplus(x).sum(-1) - torch.where(fg, xt, 0.)
+    def __repr__(self): return f'{type(self).__name__}()'
 
 # %% ../nbs/04_loss.ipynb #c6414692
 def _focal_neg(x:Tensor, gamma:float)->Tensor:
     "Focal loss of logits whose target is 0: `-p**gamma * log(1-p)`."
     return F.softplus(x) * torch.sigmoid(x)**gamma
 
-def focal_loss(x:Tensor, # logits (...,n_cls)
-               targ:Tensor, # targets (...) vocab indices, 0 = background
-               gamma:float=2., # focusing parameter: 0 gives (weighted) BCE
-               alpha:float=0.25, # weight of the positive targets, `1-alpha` for the negatives; <0 for none
-              )->Tensor: # loss per anchor (...)
-    "Focal loss of the logits `x` against one-hot targets without background, per anchor."
-    x = x.float()
-    wp,wn = (alpha,1-alpha) if alpha>=0 else (1.,1.)
-    fg,xt = _target_logit(x, targ)
-    return wn*_focal_neg(x, gamma).sum(-1) + torch.where(fg, wp*_focal_neg(-xt, gamma) - wn*_focal_neg(xt, gamma), 0.)
+class SigmoidFocalLoss:
+    "Focal loss of sigmoid logits without a background column, `FL(p_t) = -alpha_t (1-p_t)**gamma log(p_t)`, summed over the classes of each anchor."
+    def __init__(self, gamma:float=2., # focusing parameter: 0 gives (weighted) BCE
+                 alpha:float=0.25, # weight of the positive targets, `1-alpha` for the negatives; <0 for none
+                ): store_attr()
+    def __call__(self, x:Tensor, # logits (...,n_cls)
+                 targ:Tensor, # targets (...) vocab indices, 0 = background
+                )->Tensor: # loss per anchor (...)
+        x = x.float()
+        wp,wn = (self.alpha,1-self.alpha) if self.alpha>=0 else (1.,1.)
+        fg,xt = _target_logit(x, targ)
+        return wn*_focal_neg(x, self.gamma).sum(-1) + torch.where(fg, wp*_focal_neg(-xt, self.gamma) - wn*_focal_neg(xt, self.gamma), 0.)
+    __repr__ = basic_repr('gamma,alpha')
 
 # %% ../nbs/04_loss.ipynb #11884b51
 def hard_negatives(loss:Tensor, # classification loss per anchor (B,A)
@@ -175,36 +186,37 @@ def smooth_l1_loss(pred:Tensor, targ:Tensor, beta:float=1.)->Tensor:
 # %% ../nbs/04_loss.ipynb #a8d68e85
 def _plain(t): return t.as_subclass(Tensor) if isinstance(t, Tensor) and type(t) is not Tensor else t
 
-_clas_losses = dict(focal=focal_loss, bce=bce_loss)
+_clas_losses = dict(focal=SigmoidFocalLoss, bce=SigmoidBCELoss)
 _loc_losses  = dict(smooth_l1=smooth_l1_loss, l1=l1_loss)
 
 # %% ../nbs/04_loss.ipynb #51029dd3
 class SSDLoss:
     "SSD's loss for a batch: match anchors to objects, classify every anchor, regress the boxes of the positive ones."
     def __init__(self,
-                 coder=None, # box coder with `encode`/`regress` (default: `SSDCoder()`)
-                 clas_loss='focal', # 'focal', 'bce', or a function `(logits, targ) -> loss per anchor`
-                 loc_loss='smooth_l1', # 'smooth_l1', 'l1', or a function `(pred, targ) -> loss per box`
-                 thresh:float=0.5, # IoU an anchor needs to take an object
+                 coder=None, # box coder with `encode`/`regress`/`decode` (default: `SSDCoder()`)
+                 clas_loss='focal', # a callable `(logits, targ) -> loss per anchor`, or 'focal' (`SigmoidFocalLoss()`), 'bce' (`SigmoidBCELoss()`)
+                 loc_loss='smooth_l1', # 'smooth_l1', 'l1', or a callable `(pred, targ) -> loss per box`
+                 iou_thresh:float=0.5, # IoU an anchor needs to take an object
                  force:bool=True, # give every object its best anchor
                  clas_w:float=1., # weight of the classification part
                  loc_w:float=1., # weight of the localisation part
                  neg_ratio:float|None=None, # hard-negative mining: negatives kept per positive (None: all anchors)
                  matcher=None, # function with `match_anchors`' signature (default: `match_anchors`)
+                 decoder=None, # turns probabilities and boxes into detections (default: `DetDecoder()`)
                  reduction:str='mean', # 'mean' (batch loss), 'sum', or 'none' (one loss per image)
                 ):
         store_attr()
-        if coder is None: self.coder = SSDCoder()
-        self.clas_func = _clas_losses[clas_loss] if isinstance(clas_loss, str) else clas_loss
-        self.loc_func  = _loc_losses[loc_loss]   if isinstance(loc_loss,  str) else loc_loss
+        self.coder,self.decoder = ifnone(coder, SSDCoder()),ifnone(decoder, DetDecoder())
+        self.clas_func = _clas_losses[clas_loss]() if isinstance(clas_loss, str) else clas_loss
+        self.loc_func  = _loc_losses[loc_loss]     if isinstance(loc_loss,  str) else loc_loss
         self.parts = {}
 
-    __repr__ = basic_repr('coder,clas_loss,loc_loss,thresh,force,clas_w,loc_w,neg_ratio,matcher,reduction')
+    __repr__ = basic_repr('coder,clas_loss,loc_loss,iou_thresh,force,clas_w,loc_w,neg_ratio,matcher,decoder,reduction')
 
     def match(self, anc:Tensor, bb:Tensor, lbl:Tensor)->tuple[Tensor,Tensor]:
         "Match the anchors `anc` (A,4, cxcywh) to the objects: (idx, pos), each (B,A)."
-        if self.matcher is not None: return self.matcher(cxcywh2xyxy(anc), bb, lbl)
-        return match_anchors(cxcywh2xyxy(anc), bb, lbl, thresh=self.thresh, force=self.force)
+        if self.matcher is not None: return self.matcher(anc, bb, lbl)
+        return match_anchors(anc, bb, lbl, iou_thresh=self.iou_thresh, force=self.force)
 
     def __call__(self, preds, bb:Tensor, lbl:Tensor)->Tensor:
         "Loss of the model's output `preds=(clas, box, anc)` for the padded targets `bb` (B,M,4) and `lbl` (B,M)."
@@ -230,16 +242,25 @@ class SSDLoss:
         if self.reduction=='none': return loss*B
         return loss.sum()*(B if self.reduction=='sum' else 1)
 
+    def activation(self, preds)->tuple:
+        "Class probabilities `(B,A,C)` and scaled xyxy boxes `(B,A,4)` from the model's `(clas, box, anc)`."
+        clas,box,anc = map(_plain, preds)   # plain tensors, whatever fastai type the input had
+        return clas.sigmoid(), self.coder.decode(box, anc).clamp(-1, 1)
+
+    def decodes(self, preds)->tuple:
+        "The best detections of each image from `activation`'s output: boxes `(B,K,4)`, labels `(B,K)`, scores `(B,K)`."
+        return self.decoder(*preds)
+
 # %% ../nbs/04_loss.ipynb #4665a55c
 def ssd_loss_loop(preds, bb:Tensor, lbl:Tensor, coder, clas_loss:str='focal', loc_loss:str='smooth_l1',
-                  thresh:float=0.5, force:bool=True, clas_w:float=1., loc_w:float=1., neg_ratio:float|None=None)->Tensor:
+                  iou_thresh:float=0.5, force:bool=True, clas_w:float=1., loc_w:float=1., neg_ratio:float|None=None)->Tensor:
     "Reference for `SSDLoss`: a loop over images, with `match_anchors_loop` (slow; for tests and teaching)."
     import torchvision.ops as tvo
     clas,box,anc = preds
     n_cls = clas.shape[-1]
     clas_sum,loc_sum,npos = 0.,0.,0
     for i in range(len(clas)):
-        idx,pos = match_anchors_loop(cxcywh2xyxy(anc[i]), bb[i][None], lbl[i][None], thresh, force)
+        idx,pos = match_anchors_loop(anc[i], bb[i][None], lbl[i][None], iou_thresh, force)
         idx,pos = idx[0],pos[0]
         targ = lbl.new_zeros(len(pos))
         targ[pos] = lbl[i][idx[pos]]
@@ -294,7 +315,7 @@ def _one_object(bb:Tensor, lbl:Tensor)->tuple[Tensor,Tensor]:
     return bb.reshape(len(bb), 4).float(),lbl.reshape(len(lbl)).long()
 
 # %% ../nbs/04_loss.ipynb #28cced6f
-class SingleObjectLoss:
+class LargestObjectLoss:
     "The lesson's loss for its first detector: L1 on the sigmoid-scaled box + weighted cross-entropy on the class."
     def __init__(self,
                  bb_w:float=5., # weight of the L1 part (in scaled coordinates)

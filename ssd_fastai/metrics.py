@@ -10,13 +10,15 @@ from collections import namedtuple
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 from fastcore.basics import store_attr
 from fastai.learner import Metric
 from .boxes import box_area, intersect
 
 # %% auto #0
 __all__ = ['COCO_IOUS', 'COCO_RECALLS', 'VOC07_RECALLS', 'Matches', 'crowd_iou', 'match_detections', 'pr_curves', 'ap_at_recalls',
-           'ap_11pt', 'ap_101pt', 'ap_area', 'coco_ap', 'voc_ap', 'evaluate_detections', 'mean_ap', 'MeanAP']
+           'ap_11pt', 'ap_101pt', 'ap_area', 'coco_ap', 'voc_ap', 'evaluate_detections', 'to_coco', 'mean_ap', 'MeanAP']
 
 # %% ../nbs/05_metrics.ipynb #bf0c7776
 def crowd_iou(d:torch.Tensor, g:torch.Tensor, crowd:torch.Tensor)->torch.Tensor:
@@ -121,21 +123,21 @@ Matches.__doc__ = "Class `lbl` and `score` (n,) of detections, their flags `tp`,
 
 def match_detections(dets:list, # per image: {'boxes','scores','labels'}
                      gts:list, # per image: {'boxes','labels'} + optional 'difficult', 'iscrowd'
-                     iou_thrs=COCO_IOUS, # IoU thresholds T
+                     iou_threshs=COCO_IOUS, # IoU thresholds T
                      rule:str='coco', # 'coco' (pycocotools) or 'voc' (VOC devkit) matching
-                     max_dets:int|None=100, # detections kept per image and class (highest scores)
+                     max_det:int|None=100, # detections kept per image and class (highest scores)
                     )->Matches:
     "Flag every detection as true positive and/or ignored at each IoU threshold, matching greedily by score."
     d = _flatten(dets, scores=np.float64)
     g = _flatten(gts, difficult=bool, iscrowd=bool)
-    thr = np.asarray(iou_thrs, np.float64).reshape(-1)
+    thr = np.asarray(iou_threshs, np.float64).reshape(-1)
     L = max(d['lbl'].max(initial=0), g['lbl'].max(initial=0)) + 1
     o = np.lexsort((-d['scores'], d['img']*L + d['lbl']))      # by image-class, then by decreasing score (stable)
     d = {k:v[o] for k,v in d.items()}
     dk = d['img']*L + d['lbl']
     rank = _rank(dk)
-    if max_dets is not None:
-        keep = rank < max_dets
+    if max_det is not None:
+        keep = rank < max_det
         d,dk,rank = {k:v[keep] for k,v in d.items()},dk[keep],rank[keep]
     og = np.argsort(g['img']*L + g['lbl'], kind='stable')
     g = {k:v[og] for k,v in g.items()}
@@ -188,23 +190,23 @@ def _ap_table(curves:dict, ap, thrs)->pd.DataFrame:
     rows = {c: [np.nan]*len(cols) if rp is None else [ap(r,p) for r,p in zip(*rp)] for c,rp in curves.items()}
     return pd.DataFrame.from_dict(rows, orient='index', columns=cols).sort_index()
 
-def coco_ap(dets:list, gts:list, iou_thrs=COCO_IOUS, max_dets:int=100)->pd.DataFrame:
+def coco_ap(dets:list, gts:list, iou_threshs=COCO_IOUS, max_det:int=100)->pd.DataFrame:
     "COCO's 101-point AP of each class (rows) at each IoU threshold (columns); NaN for classes without positives."
-    return _ap_table(pr_curves(match_detections(dets, gts, iou_thrs, 'coco', max_dets)), ap_101pt, iou_thrs)
+    return _ap_table(pr_curves(match_detections(dets, gts, iou_threshs, 'coco', max_det)), ap_101pt, iou_threshs)
 
-def voc_ap(dets:list, gts:list, iou_thr:float=.5, use_07_metric:bool=False)->pd.Series:
+def voc_ap(dets:list, gts:list, iou_thresh:float=.5, use_07_metric:bool=False)->pd.Series:
     "Pascal VOC AP of each class: 11-point (VOC2007) or area under the curve (VOC2010+); NaN without positives."
-    curves = pr_curves(match_detections(dets, gts, [iou_thr], 'voc', None))
-    return _ap_table(curves, ap_11pt if use_07_metric else ap_area, [iou_thr]).iloc[:,0]
+    curves = pr_curves(match_detections(dets, gts, [iou_thresh], 'voc', None))
+    return _ap_table(curves, ap_11pt if use_07_metric else ap_area, [iou_thresh]).iloc[:,0]
 
 # %% ../nbs/05_metrics.ipynb #63b0e9cc
 def evaluate_detections(dets:list, # per image: {'boxes','scores','labels'}
                         gts:list, # per image: {'boxes','labels'} + optional 'difficult', 'iscrowd'
                         vocab:list|None=None, # class names by label index (vocab[0] the background)
-                        max_dets:int=100, # COCO: detections kept per image and class
+                        max_det:int=100, # COCO: detections kept per image and class
                        )->dict:
     "COCO AP@[.5:.95], AP50, AP75 and VOC07, VOC AP at IoU 0.5, as means over classes and a `per_class` table."
-    coco = coco_ap(dets, gts, COCO_IOUS, max_dets)
+    coco = coco_ap(dets, gts, COCO_IOUS, max_det)
     mv = match_detections(dets, gts, [.5], 'voc', None)
     voc = pr_curves(mv)
     df = pd.DataFrame({'AP': coco.mean(axis=1), 'AP50': coco.iloc[:,0], 'AP75': coco.iloc[:,5],
@@ -217,33 +219,61 @@ def evaluate_detections(dets:list, # per image: {'boxes','scores','labels'}
     res = {k: float(df[k].mean()) for k in ('AP','AP50','AP75','VOC07','VOC')}
     return {**res, 'per_class': df}
 
+# %% ../nbs/05_metrics.ipynb #ea8c4bc6
+def to_coco(items:list, # per image: 'boxes' (n,4) xyxy, 'labels' (n,) vocab indices; 'scores' for detections, optional 'iscrowd'
+            vocab:list, # class names by vocab index (index 0, the background, is not a category)
+            images:list|None=None, # per image: its file name or a dict of COCO image fields ('file_name', 'width', 'height')
+           )->dict|list:
+    "Per-image boxes in COCO's form, image ids 1..N in list order: ground truth as a dataset dict, detections (with 'scores') as a results list."
+    is_det,anns = any('scores' in d for d in items),[]
+    for i,d in enumerate(items, 1):
+        b,l = _as(d['boxes'], np.float64).reshape(-1,4),_as(d['labels'], np.int64).reshape(-1)
+        extra = _as(d['scores'], np.float64).reshape(-1) if is_det else _as(d.get('iscrowd', np.zeros(len(l))), bool).reshape(-1)
+        for bj,lj,ej in zip(b, l, extra):
+            if lj <= 0: continue
+            a = dict(image_id=i, category_id=int(lj), bbox=[float(bj[0]), float(bj[1]), float(bj[2]-bj[0]), float(bj[3]-bj[1])])
+            a.update(score=float(ej)) if is_det else a.update(id=len(anns)+1, area=a['bbox'][2]*a['bbox'][3], iscrowd=int(ej))
+            anns.append(a)
+    if is_det: return anns
+    images = images if images is not None else [{}]*len(items)
+    return dict(images=[dict(id=i, **(im if isinstance(im, dict) else dict(file_name=str(im)))) for i,im in enumerate(images, 1)],
+                annotations=anns, categories=[dict(id=i, name=str(n)) for i,n in enumerate(vocab) if i > 0])
+
 # %% ../nbs/05_metrics.ipynb #832bc6ee
 _AP_NAMES = {'coco':'mAP', '50':'mAP50', '75':'mAP75', 'voc07':'mAP_voc07', 'voc':'mAP_voc'}
 
-def mean_ap(dets:list, gts:list, iou:str='coco', max_dets:int=100)->float:
+def mean_ap(dets:list, gts:list, iou:str='coco', max_det:int=100)->float:
     "Mean over classes with positives of one AP: `iou` in 'coco' (AP@[.5:.95]), '50', '75', 'voc07', 'voc'."
     assert iou in _AP_NAMES, f"`iou` should be one of {list(_AP_NAMES)}, not {iou!r}"
     if iou.startswith('voc'): ap = voc_ap(dets, gts, .5, iou == 'voc07')
-    else: ap = coco_ap(dets, gts, {'coco':COCO_IOUS, '50':COCO_IOUS[:1], '75':COCO_IOUS[5:6]}[iou], max_dets).mean(axis=1)
+    else: ap = coco_ap(dets, gts, {'coco':COCO_IOUS, '50':COCO_IOUS[:1], '75':COCO_IOUS[5:6]}[iou], max_det).mean(axis=1)
     return float(ap.mean())
 
 # %% ../nbs/05_metrics.ipynb #84090e02
+def _pad_objects(bb:Tensor, lbl:Tensor)->tuple:
+    "Ground truth padded to the largest number of objects of any process (unchanged when training is not distributed)."
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1): return bb,lbl
+    m = torch.tensor(lbl.shape[1], device=lbl.device)
+    torch.distributed.all_reduce(m, op=torch.distributed.ReduceOp.MAX)
+    pad = int(m) - lbl.shape[1]
+    return F.pad(bb, (0,0,0,pad)),F.pad(lbl, (0,pad))
+
 class MeanAP(Metric):
     "Mean average precision over the validation set; `iou` in 'coco' (AP@[.5:.95]), '50', '75', 'voc07', 'voc'."
-    def __init__(self, iou:str='coco', max_dets:int=100):
+    def __init__(self, iou:str='coco', max_det:int=100):
         assert iou in _AP_NAMES, f"`iou` should be one of {list(_AP_NAMES)}, not {iou!r}"
         store_attr()
         self.reset()
     def reset(self): self.dets,self.gts = [],[]
     def accumulate(self, learn):
-        "Decode the batch's predictions and keep detections and ground truth of each image, on the CPU."
+        "Decode the batch's predictions, gather them with the ground truth from every process, keep each image's on the CPU."
         lf = learn.loss_func
-        boxes,labels,scores = (_as(t, None) for t in lf.decodes(lf.activation(learn.pred)))
-        bb,lbl = (_as(t, None) for t in learn.yb)
+        dets = lf.decodes(lf.activation(learn.pred))
+        boxes,labels,scores,bb,lbl = (_as(t, None) for t in learn.to_detach((*dets, *_pad_objects(*learn.yb))))
         for b,l,s,gb,gl in zip(boxes, labels, scores, bb, lbl):
             self.dets.append(dict(boxes=b[l>0], labels=l[l>0], scores=s[l>0]))
             self.gts.append(dict(boxes=gb[gl>0], labels=gl[gl>0]))
     @property
-    def value(self): return mean_ap(self.dets, self.gts, self.iou, self.max_dets)
+    def value(self): return mean_ap(self.dets, self.gts, self.iou, self.max_det)
     @property
     def name(self): return _AP_NAMES[self.iou]

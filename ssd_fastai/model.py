@@ -1,4 +1,4 @@
-"""A timm body, the lesson's single-object head, and the SSD head (StdConv/OutConv, optional FPN) with its anchors.
+"""A timm body, the lesson's largest-object head, and the SSD head (StdConv/OutConv, optional FPN) with its anchors.
 
 Docs: https://ssd-fastai.github.io/ssd_fastai/model.html.md"""
 
@@ -18,11 +18,11 @@ from fastcore.foundation import L
 from fastcore.meta import delegates
 from fastai.layers import ConvLayer
 from fastai.torch_core import params
-from .anchors import anchor_boxes, anchors_per_cell, SSD_ZOOMS
+from .anchors import anchor_boxes, anchors_per_cell, SSD_ZOOMS, SSD_RATIOS
 
 # %% auto #0
-__all__ = ['timm_features', 'TimmBody', 'SingleObjectHead', 'SingleObjectModel', 'single_object_model', 'StdConv', 'flatten_conv',
-           'OutConv', 'TopDownFPN', 'SSDHead', 'SSDModel', 'ssd_model', 'ssd_split', 'single_object_split']
+__all__ = ['timm_features', 'TimmFeatures', 'LargestObjectHead', 'LargestObjectModel', 'largest_object_model', 'StdConv',
+           'flatten_conv', 'OutConv', 'TopDownFPN', 'SSDHead', 'SSDModel', 'ssd_model', 'body_head_split']
 
 # %% ../nbs/03_model.ipynb #628b2393
 def _load_state(fname):
@@ -63,7 +63,7 @@ def timm_features(arch:str, pretrained=True, weights=None, **kwargs)->nn.Module:
                            f"`weights=PATH` for a local state dict. ({type(e).__name__}: {e})") from e
 
 # %% ../nbs/03_model.ipynb #e5e34a7d
-class TimmBody(nn.Module):
+class TimmFeatures(nn.Module):
     "A timm backbone returning the list of its feature maps, fine to coarse."
     def __init__(self, arch:str='resnet34', # any timm model that supports `features_only`
                  pretrained=True, # use timm's pretrained weights (downloaded on first use)
@@ -89,7 +89,7 @@ class TimmBody(nn.Module):
         return self.model(x.as_subclass(Tensor))
 
 # %% ../nbs/03_model.ipynb #78ea19e7
-class SingleObjectHead(nn.Sequential):
+class LargestObjectHead(nn.Sequential):
     "Pool -> flatten -> ReLU -> Dropout -> Linear -> ReLU -> BatchNorm -> Dropout -> Linear to `4+n_cls`."
     def __init__(self, ni:int, # channels of the body's last feature map
                  n_cls:int, # number of classes
@@ -101,19 +101,19 @@ class SingleObjectHead(nn.Sequential):
                          nn.Linear(n_hidden, 4+n_cls))
 
 # %% ../nbs/03_model.ipynb #801a3861
-class SingleObjectModel(nn.Module):
-    "A body and a `SingleObjectHead` on its last feature map: (B, 4+n_cls), box activations first."
-    def __init__(self, body:TimmBody, head:nn.Module):
+class LargestObjectModel(nn.Module):
+    "A body and a `LargestObjectHead` on its last feature map: (B, 4+n_cls), box activations first."
+    def __init__(self, body:TimmFeatures, head:nn.Module):
         super().__init__()
         store_attr()
     def forward(self, x:Tensor)->Tensor: return self.head(self.body(x)[-1])
 
 # %% ../nbs/03_model.ipynb #f9a7f22f
-@delegates(SingleObjectHead, but=['ni', 'n_cls'])
-def single_object_model(arch='resnet34', n_cls=20, pretrained=True, weights=None, **kwargs)->SingleObjectModel:
+@delegates(LargestObjectHead, but=['ni', 'n_cls'])
+def largest_object_model(arch='resnet34', n_cls=20, pretrained=True, weights=None, **kwargs)->LargestObjectModel:
     "The lesson's largest-object model on a timm `arch`: output (B, 4+n_cls)."
-    body = TimmBody(arch, pretrained, weights)
-    return SingleObjectModel(body, SingleObjectHead(body.channels[-1], n_cls, **kwargs))
+    body = TimmFeatures(arch, pretrained, weights)
+    return LargestObjectModel(body, LargestObjectHead(body.channels[-1], n_cls, **kwargs))
 
 # %% ../nbs/03_model.ipynb #b1bfa9e2
 class StdConv(nn.Sequential):
@@ -196,8 +196,8 @@ class SSDHead(nn.Module):
 class SSDModel(nn.Module):
     "Body + SSD head + anchors: forward returns `(clas (B,A,n_cls), box (B,A,4), anc (B,A,4))`."
     def __init__(self, body:nn.Module, head:SSDHead,
-                 zooms=SSD_ZOOMS, # anchor size multipliers of the cell
-                 ratios=((1.,1.),(1.,.5),(.5,1.))): # anchor (width, height) multipliers
+                 zooms=SSD_ZOOMS, # anchor sizes, in cells
+                 ratios=SSD_RATIOS): # anchor (width, height) multipliers
         super().__init__()
         store_attr()
         self.register_buffer('anchors', torch.empty(0, 4), persistent=False)
@@ -214,19 +214,15 @@ def ssd_model(arch:str='resnet34', # any timm model that supports `features_only
               n_cls:int=20, # number of foreground classes
               pretrained=True, # timm's pretrained weights (downloaded on first use)
               weights=None, # or a local state dict
-              zooms=SSD_ZOOMS, # anchor sizes in cells (the lesson's: (0.7,1.,1.3))
-              ratios=((1.,1.),(1.,.5),(.5,1.)), # anchor (width, height) multipliers
+              zooms=SSD_ZOOMS, # anchor sizes, in cells (the lesson's: `LESSON_ZOOMS`)
+              ratios=SSD_RATIOS, # anchor (width, height) multipliers
               **kwargs)->SSDModel:
     "An `SSDModel` with a timm body; `kwargs` go to `SSDHead` (`strides`, `fpn`, `adapt`, `nf`, `drop`, `prior`)."
-    body = TimmBody(arch, pretrained, weights)
+    body = TimmFeatures(arch, pretrained, weights)
     head = SSDHead(body.channels, body.reductions, n_cls, anchors_per_cell(zooms, ratios), **kwargs)
     return SSDModel(body, head, zooms, ratios)
 
 # %% ../nbs/03_model.ipynb #33c57bf0
-def ssd_split(m:nn.Module)->list:
-    "Parameter groups of an `SSDModel`: body, head."
-    return L(m.body, m.head).map(params)
-
-def single_object_split(m:nn.Module)->list:
-    "Parameter groups of a `SingleObjectModel`: body, head."
+def body_head_split(m:nn.Module)->list:
+    "Parameter groups of a model with a `body` and a `head` (`SSDModel`, `LargestObjectModel`): body, head."
     return L(m.body, m.head).map(params)

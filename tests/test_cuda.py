@@ -7,8 +7,9 @@ from fastai.learner import load_learner
 from fastai.torch_core import set_seed
 from ssd_fastai.anchors import anchor_boxes
 from ssd_fastai.boxes import cxcywh2xyxy
-from ssd_fastai.cli import Checkpoint, load_checkpoint
-from ssd_fastai.data import make_shapes, detection_dls
+from ssd_fastai.callbacks import Checkpoint, load_checkpoint
+from ssd_fastai.shapes import make_shapes
+from ssd_fastai.data import detection_dls
 from ssd_fastai.inference import decode_dets
 from ssd_fastai.learner import ssd_learner
 from ssd_fastai.loss import match_anchors, match_anchors_loop

@@ -2,7 +2,8 @@
 import json, subprocess, sys
 import pytest, torch
 from fastai.torch_core import set_seed
-from ssd_fastai.data import make_shapes, detection_dls
+from ssd_fastai.shapes import make_shapes
+from ssd_fastai.data import detection_dls
 from ssd_fastai.inference import DetDecoder
 from ssd_fastai.learner import ssd_learner
 

@@ -1,6 +1,7 @@
 "Cross-checks of `ssd_fastai.metrics` against pycocotools, faster-coco-eval and a plain VOC devkit `voc_eval`."
 import contextlib, io
 from types import SimpleNamespace
+from fastai.torch_core import to_detach
 import numpy as np, pandas as pd, pytest, torch
 from ssd_fastai.metrics import *
 
@@ -56,7 +57,7 @@ def _coco_dicts(dets, gts, n_cls):
     return (dict(images=imgs, categories=cats, annotations=anns(gts, True)),
             dict(images=imgs, categories=cats, annotations=anns(dets, False)))
 
-def coco_ref(dets, gts, n_cls, max_dets=100, lib='pycocotools'):
+def coco_ref(dets, gts, n_cls, max_det=100, lib='pycocotools'):
     "Per-class AP (T,K) from pycocotools or faster-coco-eval (NaN for classes without positives) and its stats."
     g,d = _coco_dicts(dets, gts, n_cls)
     with contextlib.redirect_stdout(io.StringIO()):
@@ -70,9 +71,9 @@ def coco_ref(dets, gts, n_cls, max_dets=100, lib='pycocotools'):
             from faster_coco_eval import COCO, COCOeval_faster as Eval
             cg,cd = COCO(g),COCO(d)
         E = Eval(cg, cd, 'bbox')
-        E.params.maxDets = [1, 10, max_dets]
+        E.params.maxDets = [1, 10, max_det]
         E.evaluate(); E.accumulate(); E.summarize()
-    p = E.eval['precision'][:,:,:,0,-1]                          # T,R,K at area 'all', max_dets
+    p = E.eval['precision'][:,:,:,0,-1]                          # T,R,K at area 'all', max_det
     ap = np.where((p > -1).all(1), p.mean(1), np.nan)
     return ap,E.stats
 
@@ -122,9 +123,9 @@ def voc_eval_ref(dets, gts, cls, ovthresh=.5, use_07_metric=False):
     i = np.where(mrec[1:] != mrec[:-1])[0]
     return np.sum((mrec[i+1] - mrec[i]) * mpre[i+1])
 
-def _ours(dets, gts, n_cls, max_dets=100):
+def _ours(dets, gts, n_cls, max_det=100):
     "Our per-class AP as (T,K) over classes 1..n_cls."
-    return coco_ap(dets, gts, max_dets=max_dets).reindex(range(1, n_cls+1)).to_numpy().T
+    return coco_ap(dets, gts, max_det=max_det).reindex(range(1, n_cls+1)).to_numpy().T
 
 def _close(a, b, eps=1e-4):
     a,b = np.asarray(a, float),np.asarray(b, float)
@@ -160,8 +161,8 @@ def test_difficult_in_coco_mode():
         dets,gts = rand_case(200+seed, p_dif=.25, p_crowd=.1)
         _close(_ours(dets, gts, 6), coco_ref(dets, gts, 6)[0])
 
-def test_max_dets():
-    "More than `max_dets` detections in one image and class: only the best are used, per image *and class*."
+def test_max_det():
+    "More than `max_det` detections in one image and class: only the best are used, per image *and class*."
     rng = np.random.default_rng(1)
     gts = [dict(boxes=_boxes(rng, 30), labels=rng.integers(1, 3, 30)) for _ in range(5)]
     dets = [dict(boxes=np.concatenate([_jitter(rng, g['boxes'], .2)]*8), labels=np.tile(g['labels'], 8),
@@ -275,7 +276,7 @@ def _batches(dets, gts, bs=4, K=12, M=8):
             ki,mi = rng.permutation(K)[:k],rng.permutation(M)[:m]       # valid rows anywhere among padding
             boxes[i,ki],labels[i,ki],scores[i,ki] = torch.tensor(d['boxes']).float(),torch.tensor(d['labels']),torch.tensor(d['scores']).float()
             bb[i,mi],lbl[i,mi] = torch.tensor(g['boxes']).float(),torch.tensor(g['labels'])
-        yield SimpleNamespace(pred=(boxes, labels, scores), yb=(bb, lbl), loss_func=FakeLoss())
+        yield SimpleNamespace(pred=(boxes, labels, scores), yb=(bb, lbl), loss_func=FakeLoss(), to_detach=to_detach)
 
 def test_mean_ap_metric():
     dets,gts = rand_case(600, n_img=22, max_gt=6, max_fp=0)

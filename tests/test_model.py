@@ -79,12 +79,12 @@ def test_gradients_reach_body():
     assert g is not None and g.abs().sum() > 0
     assert all(p.grad is not None for p in m.head.parameters())
 
-def test_single_object_model():
-    m = single_object_model('efficientnet_b0', n_cls=7, pretrained=False)
+def test_largest_object_model():
+    m = largest_object_model('efficientnet_b0', n_cls=7, pretrained=False)
     for sz in SIZES: assert m(torch.randn(2, 3, *sz)).shape == (2, 11)
     out = m(torch.randn(2, 3, 128, 128)); out.sum().backward()
     assert m.body.model.conv_stem.weight.grad.abs().sum() > 0
-    assert len(single_object_split(m)) == 2
+    assert len(body_head_split(m)) == 2
 
 def test_local_weights(tmp_path):
     torch.manual_seed(1)
@@ -93,11 +93,11 @@ def test_local_weights(tmp_path):
     m = ssd_model('efficientnet_b0', n_cls=2, weights=tmp_path/'full.pth')
     assert torch.equal(m.body.model.conv_stem.weight, full.conv_stem.weight)
     torch.save(m.body.model.state_dict(), tmp_path/'feats.pth')
-    b = TimmBody('efficientnet_b0', weights=tmp_path/'feats.pth')
+    b = TimmFeatures('efficientnet_b0', weights=tmp_path/'feats.pth')
     assert torch.equal(b.model.blocks[6][0].conv_pwl.weight, full.blocks[6][0].conv_pwl.weight)
-    with pytest.raises(ValueError, match='do not fit'): TimmBody('resnet18', weights=tmp_path/'full.pth')
-    with pytest.raises(FileNotFoundError): TimmBody('resnet18', weights=tmp_path/'nope.pth')
-    with pytest.raises(ValueError, match='unknown timm'): TimmBody('not_a_model', pretrained=False)
+    with pytest.raises(ValueError, match='do not fit'): TimmFeatures('resnet18', weights=tmp_path/'full.pth')
+    with pytest.raises(FileNotFoundError): TimmFeatures('resnet18', weights=tmp_path/'nope.pth')
+    with pytest.raises(ValueError, match='unknown timm'): TimmFeatures('not_a_model', pretrained=False)
 
 def test_clear_error_without_network(monkeypatch):
     import timm.models._builder as builder
@@ -108,13 +108,13 @@ def test_clear_error_without_network(monkeypatch):
 def test_clear_error_offline_hub(tmp_path):
     "In a fresh process with the hub offline and an empty cache, the error says what to do."
     env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HOME=str(tmp_path), TORCH_HOME=str(tmp_path))
-    code = "from ssd_fastai.model import TimmBody\ntry: TimmBody('resnet18', pretrained=True)\nexcept RuntimeError as e: print(e)"
+    code = "from ssd_fastai.model import TimmFeatures\ntry: TimmFeatures('resnet18', pretrained=True)\nexcept RuntimeError as e: print(e)"
     out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=120).stdout
     assert 'pretrained=False' in out and 'weights=PATH' in out
 
 def test_split_and_stats():
     m = ssd_model('convnext_atto', n_cls=2, pretrained=False, nf=16)
-    body, head = ssd_split(m)
+    body, head = body_head_split(m)
     assert len(body) == len(list(m.body.parameters())) and len(head) == len(list(m.head.parameters()))
     assert len(m.body.mean) == 3 and len(m.body.std) == 3
 

@@ -1,7 +1,7 @@
 """Bad input through the public entry points beyond the readers (`detection_dls`, `ssd_learner`, `predict`, the command),
 fuzzed readers, finite losses and gradients, and reproducible training.
 
-What `tests/test_data.py` already checks one reader at a time (missing/corrupt/truncated images, malformed XML/JSON,
+What `tests/test_records.py` already checks one reader at a time (missing/corrupt/truncated images, malformed XML/JSON,
 swapped/NaN/outside boxes, unknown class ids, CSV columns) is not repeated here."""
 import contextlib, io, json, math, subprocess, sys, tempfile, warnings
 from pathlib import Path
@@ -12,31 +12,23 @@ from PIL import Image
 from hypothesis import given, settings, HealthCheck, strategies as st
 from fastai.data.transforms import IndexSplitter
 from fastai.torch_core import set_seed
-from ssd_fastai.data import *
+from ssd_fastai.records import *
+from ssd_fastai.shapes import make_shapes
+from ssd_fastai.data import detection_dls
 from ssd_fastai.model import ssd_model
 from ssd_fastai.loss import SSDLoss
 from ssd_fastai.learner import ssd_learner
 from ssd_fastai.inference import DetDecoder
 from ssd_fastai.cli import main, evaluate
+from conftest import write_image, quiet, fit_one, fp16_cpu_autocast, cli
 
 ARCH = 'resnet10t'
 
 # ---------------------------------------------------------------- helpers
 
-def _img(path, size=(48, 48), mode='RGB'):
-    "A small image with a bright square in it, in any PIL `mode`."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    im = Image.new('RGB', size, (60, 70, 80))
-    im.paste((230, 40, 40), (size[0]//4, size[1]//4, size[0]//2+1, size[1]//2+1))
-    im = im.convert(mode) if mode!='I;16' else Image.new('I;16', size, 300)
-    im.save(path)
-    return path
+def _square(path, size=(48, 48), mode='RGB'): return write_image(path, size, mode, square=True)
 
-def _fit1(dls, **kwargs):
-    "One epoch of a small SSD on `dls`; returns the learner."
-    learn = ssd_learner(dls, arch=ARCH, pretrained=False, **kwargs)
-    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
-    return learn
+
 
 def _finite_losses(learn):
     return all(math.isfinite(float(l)) for l in learn.recorder.losses) and all(
@@ -53,10 +45,6 @@ def _check_recs(recs):
         assert (b[:, :2]>=0).all() and (b[:, 2]<=w).all() and (b[:, 3]<=h).all()
         assert (b[:, 2]>b[:, 0]).all() and (b[:, 3]>b[:, 1]).all()
 
-def _quiet(f, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        return f(*args, **kwargs)
 
 # ---------------------------------------------------------------- detection_dls and a short fit on odd data
 
@@ -66,11 +54,11 @@ def odd_images(tmp_path_factory):
     d = tmp_path_factory.mktemp('odd')
     Image.new('L', (4000, 3000), 0).save(d/'huge.png')      # 12 Mpx, a few kB
     return [DetRecord(d/'huge.png', [[100, 100, 2000, 1500]], ['a']),
-            DetRecord(_img(d/'tiny.png', (8, 8)), [[1, 1, 6, 6]], ['a']),
-            DetRecord(_img(d/'grey.png', (40, 30), 'L'), [[20, 20, 1, 1]], ['b']),            # x1<x0: swapped
-            DetRecord(_img(d/'rgba.png', (40, 30), 'RGBA'), [[-10, 5, 20, 50]], ['b']),       # outside: clipped
-            DetRecord(_img(d/'pal.png', (40, 30), 'P'), [[1, 1, 20, 20], [50, 50, 60, 60]], ['a', 'b']),  # 2nd dropped
-            DetRecord(_img(d/'i16.png', (40, 30), 'I;16'), [[1, 1, 20, 20]], ['b'])]
+            DetRecord(_square(d/'tiny.png', (8, 8)), [[1, 1, 6, 6]], ['a']),
+            DetRecord(_square(d/'grey.png', (40, 30), 'L'), [[20, 20, 1, 1]], ['b']),            # x1<x0: swapped
+            DetRecord(_square(d/'rgba.png', (40, 30), 'RGBA'), [[-10, 5, 20, 50]], ['b']),       # outside: clipped
+            DetRecord(_square(d/'pal.png', (40, 30), 'P'), [[1, 1, 20, 20], [50, 50, 60, 60]], ['a', 'b']),  # 2nd dropped
+            DetRecord(_square(d/'i16.png', (40, 30), 'I;16'), [[1, 1, 20, 20]], ['b'])]
 
 def test_odd_images_repaired_and_train(odd_images):
     "Every kind of image becomes a (3,H,W) float batch in [0,1]; the repairs are counted in one warning; one epoch trains."
@@ -79,19 +67,19 @@ def test_odd_images_repaired_and_train(odd_images):
     x, bb, lbl = dls.one_batch()
     assert x.shape==(2, 3, 48, 48) and x.dtype==torch.float32 and 0<=x.min() and x.max()<=1
     assert bb.min()>=-1 and bb.max()<=1
-    learn = _fit1(dls)
+    learn = fit_one(dls)
     assert _finite_losses(learn) and len(learn.recorder.losses)==2, learn.recorder.values
 
 def test_odd_images_with_augmentation(odd_images):
     "The default box-aware augmentation handles the same images (no crash mid-epoch, finite loss)."
-    dls = _quiet(detection_dls, odd_images, size=48, bs=2, valid_pct=0.34, seed=0, num_workers=0)
-    assert _finite_losses(_fit1(dls))
+    dls = quiet(detection_dls, odd_images, size=48, bs=2, valid_pct=0.34, seed=0, num_workers=0)
+    assert _finite_losses(fit_one(dls))
 
 def test_unknown_class_detection_dls_from_path(tmp_path):
     "A `vocab` that misses a class of the data: the error names the file and the class."
     root = tmp_path/'v'
     for i, n in enumerate(['cat', 'zebra']):
-        _img(root/'JPEGImages'/f'{i}.png')
+        _square(root/'JPEGImages'/f'{i}.png')
         (root/'Annotations').mkdir(parents=True, exist_ok=True)
         (root/'Annotations'/f'{i}.xml').write_text(f"<annotation><filename>{i}.png</filename><object><name>{n}</name>"
                                                      "<bndbox><xmin>2</xmin><ymin>2</ymin><xmax>20</xmax><ymax>20</ymax></bndbox></object></annotation>")
@@ -111,8 +99,8 @@ def test_truncated_image_through_detection_dls(tmp_path):
     p = make_shapes(tmp_path/'s', n=8, size=48)
     f = p/'images'/'00002.png'
     f.write_bytes(f.read_bytes()[:len(f.read_bytes())//3])
-    dls = _quiet(detection_dls, p, size=48, bs=4, valid_pct=0, num_workers=0)
-    try: learn = _fit1(dls)
+    dls = quiet(detection_dls, p, size=48, bs=4, valid_pct=0, num_workers=0)
+    try: learn = fit_one(dls)
     except OSError as e: assert '00002' in str(e) or 'truncated' in str(e).lower()
     else: assert _finite_losses(learn)
 
@@ -122,7 +110,7 @@ def test_empty_dataset(tmp_path, empty):
     with pytest.raises(ValueError, match='no '): detection_dls([] if empty=='list' else tmp_path/'a.json', num_workers=0)
 
 def test_class_only_in_validation(tmp_path):
-    recs = [DetRecord(_img(tmp_path/f'{i}.png'), [[2, 2, 30, 30]], ['a' if i<4 else 'b']) for i in range(6)]
+    recs = [DetRecord(_square(tmp_path/f'{i}.png'), [[2, 2, 30, 30]], ['a' if i<4 else 'b']) for i in range(6)]
     dls = detection_dls(recs, size=32, bs=2, splitter=IndexSplitter([4, 5]), num_workers=0)
     assert dls.vocab==['#na#', 'a', 'b']
     x, bb, lbl = dls.valid.one_batch()
@@ -130,7 +118,7 @@ def test_class_only_in_validation(tmp_path):
 
 def test_class_only_in_validation_with_vocab(tmp_path):
     "The documented way round it: pass `vocab`; then validation-only classes are kept."
-    recs = [DetRecord(_img(tmp_path/f'{i}.png'), [[2, 2, 30, 30]], ['a' if i<4 else 'b']) for i in range(6)]
+    recs = [DetRecord(_square(tmp_path/f'{i}.png'), [[2, 2, 30, 30]], ['a' if i<4 else 'b']) for i in range(6)]
     dls = detection_dls(recs, size=32, bs=2, splitter=IndexSplitter([4, 5]), vocab=['a', 'b'], num_workers=0)
     x, bb, lbl = dls.valid.one_batch()
     assert (lbl[:, 0]==2).all()
@@ -138,7 +126,7 @@ def test_class_only_in_validation_with_vocab(tmp_path):
 # ---------------------------------------------------------------- readers: wrong schemas (cases beyond test_data.py)
 
 def _coco_dir(tmp_path, d):
-    _img(tmp_path/'images'/'0.png', (40, 40))
+    _square(tmp_path/'images'/'0.png', (40, 40))
     (tmp_path/'a.json').write_text(json.dumps(d))
     return tmp_path/'a.json'
 
@@ -159,7 +147,7 @@ def test_coco_missing_keys(tmp_path, where, key):
     with pytest.raises(ValueError, match=r'a\.json.*(bbox|image_id|category_id|file_name|id|name)'): read_coco(_coco_dir(tmp_path, d))
 
 def _yolo(tmp_path, txt, names='a\nb\n'):
-    _img(tmp_path/'images'/'0.png', (40, 40))
+    _square(tmp_path/'images'/'0.png', (40, 40))
     (tmp_path/'labels').mkdir(exist_ok=True)
     (tmp_path/'classes.txt').write_text(names)
     (tmp_path/'labels'/'0.txt').write_text(txt)
@@ -177,7 +165,7 @@ def test_yolo_fractional_class(tmp_path):
 def test_voc_object_without_bndbox_named(tmp_path):
     "Through `detection_dls` on the folder (the reader itself is tested in test_data.py)."
     (tmp_path/'Annotations').mkdir()
-    _img(tmp_path/'JPEGImages'/'a.png')
+    _square(tmp_path/'JPEGImages'/'a.png')
     (tmp_path/'Annotations'/'a.xml').write_text('<annotation><filename>a.png</filename><object><name>x</name></object></annotation>')
     with pytest.raises(ValueError, match=r'a\.xml: an <object> without <name> or <bndbox>'): detection_dls(tmp_path)
 
@@ -190,7 +178,7 @@ num = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32), st.int
 
 def _reader_contract(f, *args):
     "A reader either returns valid records or raises `ValueError`/`FileNotFoundError` with a message."
-    try: recs = _quiet(f, *args)
+    try: recs = quiet(f, *args)
     except OK_ERRORS as e:
         assert str(e).strip()
         return
@@ -199,7 +187,7 @@ def _reader_contract(f, *args):
 @pytest.fixture(scope='module')
 def fuzz_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp('fuzz')
-    _img(d/'images'/'0.png', (40, 30)); _img(d/'images'/'1.png', (20, 20))
+    _square(d/'images'/'0.png', (40, 30)); _square(d/'images'/'1.png', (20, 20))
     return d
 
 def _sub(d):
@@ -274,18 +262,10 @@ def test_fuzz_voc(fuzz_dir, xml):
 
 # ---------------------------------------------------------------- predict on odd images
 
-@pytest.fixture(scope='module')
-def tiny_learner(tmp_path_factory):
-    d = tmp_path_factory.mktemp('learn')
-    p = make_shapes(d/'s', n=16, size=48)
-    dls = _quiet(detection_dls, p, size=48, bs=8, num_workers=0)
-    learn = _fit1(dls, path=d)
-    learn.loss_func.decoder = DetDecoder(score_thresh=0.)   # untrained: keep every detection, to check where the boxes are
-    return learn
 
 @pytest.mark.parametrize('mode,size', [('L', (50, 30)), ('RGBA', (30, 60)), ('P', (40, 40)), ('RGB', (8, 8)), ('I;16', (33, 17))])
 def test_predict_odd_images(tiny_learner, tmp_path, mode, size):
-    f = _img(tmp_path/f'x.png', size, mode)
+    f = _square(tmp_path/f'x.png', size, mode)
     b, l, s = tiny_learner.predict(f)
     assert len(b)>0 and b.shape==(len(l), 4) and len(s)==len(l)
     w, h = size
@@ -365,7 +345,7 @@ def test_cli_eval_matches_pycocotools(tiny_learner, tmp_path):
     from pycocotools.cocoeval import COCOeval
     tiny_learner.export(tmp_path/'m.pkl')
     d = make_shapes(tmp_path/'s', n=12, size=64)
-    res = _quiet(evaluate, tmp_path/'m.pkl', d)
+    res = quiet(evaluate, tmp_path/'m.pkl', data=d)
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(d/'annotations.json'))
         ids = {c['name']:c['id'] for c in gt.dataset['categories']}
@@ -380,20 +360,13 @@ def test_cli_eval_matches_pycocotools(tiny_learner, tmp_path):
 
 def test_cli_subprocess_bad_argument():
     "The installed `ssd-fastai` command: exit status 2 and one error line, no traceback."
-    exe = Path(sys.executable).parent/'ssd-fastai'
-    cmd = [str(exe)] if exe.exists() else [sys.executable, '-c', 'from ssd_fastai.cli import main; main()']
-    r = subprocess.run(cmd+['train', '--size', '-3'], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(cli('train', '--size', '-3'), capture_output=True, text=True, timeout=120)
     err = [l for l in r.stderr.splitlines() if 'warn' not in l.lower()]
     assert r.returncode==2 and err==['ssd-fastai: error: --size must be positive'], r.stderr
     assert 'Traceback' not in r.stderr
 
 # ---------------------------------------------------------------- numerics: loss and gradients stay finite
 
-def _fp16_cpu_autocast():
-    try:
-        with torch.autocast('cpu', dtype=torch.float16): torch.ones(2, 2)@torch.ones(2, 2)
-        return True
-    except Exception: return False
 
 def _rand_batch(g, bs=2, m=6, n_cls=3):
     "Random boxes of random sizes (some tiny, some empty images, padding) and labels."
@@ -406,7 +379,7 @@ def _rand_batch(g, bs=2, m=6, n_cls=3):
 
 
 @pytest.mark.parametrize('dtype', [None, torch.bfloat16, pytest.param(torch.float16, marks=[pytest.mark.slow, pytest.mark.skipif(
-    not _fp16_cpu_autocast(), reason='this torch has no float16 autocast on CPU')])])   # float16 convolutions on CPU are very slow
+    not fp16_cpu_autocast(), reason='this torch has no float16 autocast on CPU')])])   # float16 convolutions on CPU are very slow
 def test_random_batches_finite(dtype):
     """20 random batches through a small SSD and `SSDLoss` (fp32, or under CPU autocast): finite loss and gradients.
     At 128 px no convolution of the head gets a 1x1 input: under bfloat16 autocast on CPU, torch 2.14's convolution
@@ -430,7 +403,7 @@ def test_random_batches_finite(dtype):
 
 def _seeded_fit(p, seed):
     set_seed(seed, reproducible=True)
-    dls = _quiet(detection_dls, p, size=48, bs=8, seed=seed, num_workers=0)
+    dls = quiet(detection_dls, p, size=48, bs=8, seed=seed, num_workers=0)
     learn = ssd_learner(dls, arch=ARCH, pretrained=False)
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
     return [float(l) for l in learn.recorder.losses], [float(v) for v in learn.recorder.values[-1]]

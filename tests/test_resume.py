@@ -5,13 +5,11 @@ import pytest, torch
 import matplotlib
 matplotlib.use('Agg')
 from fastai.learner import load_learner
+from conftest import cli
 
 ARGS = ['train', '--n-images', '48', '--size', '64', '--bs', '8', '--epochs', '3']
 
-def _cmd(out, *extra):
-    exe = Path(sys.executable).parent/'ssd-fastai'
-    base = [str(exe)] if exe.exists() else [sys.executable, '-c', 'from ssd_fastai.cli import main; main()']
-    return base + ARGS + ['--out', str(out), *extra]
+def _cmd(out, *extra): return cli(*ARGS, '--out', out, *extra)
 
 def _run(out, *extra, timeout=400):
     r = subprocess.run(_cmd(out, *extra), capture_output=True, text=True, timeout=timeout)
@@ -74,8 +72,9 @@ def test_resume_without_checkpoint(tmp_path):
 # ---------------------------------------------------------------- export is atomic
 
 @pytest.fixture
-def tiny_learner(tmp_path):
-    from ssd_fastai.data import make_shapes, detection_dls
+def unfitted_learner(tmp_path):
+    from ssd_fastai.shapes import make_shapes
+    from ssd_fastai.data import detection_dls
     from ssd_fastai.learner import ssd_learner
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
@@ -83,9 +82,9 @@ def tiny_learner(tmp_path):
     return ssd_learner(dls, arch='resnet10t', pretrained=False, path=tmp_path)
 
 @pytest.mark.parametrize('exc', [OSError(28, 'No space left on device'), KeyboardInterrupt()])
-def test_export_is_atomic(tiny_learner, tmp_path, monkeypatch, exc):
+def test_export_is_atomic(unfitted_learner, tmp_path, monkeypatch, exc):
     "A failure or an interruption in the middle of `export` leaves the previous `ssd.pkl` whole and loadable, and no temporary file."
-    learn = tiny_learner
+    learn = unfitted_learner
     learn.export('ssd.pkl')
     before = (tmp_path/'ssd.pkl').read_bytes()
     real_save = torch.save
