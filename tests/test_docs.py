@@ -5,7 +5,7 @@ MathML and no page needs the network; README.md is in sync with nbs/index.ipynb 
 The site is built once, as readers get it: from the outputs the notebooks store, executing only what `nbdev-docs`
 itself runs (exported cells, imports and `show_doc`). A small project is built both ways, from stored outputs and
 with `--exec`, to check that they give the same pages."""
-import ast, base64, json, re, shutil, subprocess, sys
+import ast, json, re, shutil, subprocess, sys
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit, unquote

@@ -39,7 +39,7 @@ from nbdev.processors import FilterDefaults
 from nbdev.quarto import _sort, _recursive_parser
 from nbdev.readme_filter import doc_link
 
-from run_nbs import as_terminal, run_nbs
+from run_nbs import CELL_TIMEOUT, as_terminal, run_nbs
 
 # ---------------------------------------------------------------------------------------------------------------
 # Which notebooks, in which order
@@ -394,7 +394,7 @@ def _proc_or_error(nb:Path, stored:Path|None, fails:dict):
         return error_nb(nb, msg)
 
 def build_site(out:Path, only:list[Path]|None=None, execute:bool|list[Path]=False, n_workers:int=2,
-               cell_timeout:int|None=1800) -> int:
+               cell_timeout:int|None=CELL_TIMEOUT) -> int:
     "Build the site into `out` (pages of `only`, or all) from the stored outputs, or from a run of all notebooks or those in `execute`; return the failures"
     cfg = get_config()
     nbs = doc_nbs(cfg)
@@ -475,7 +475,7 @@ def main():
     p.add_argument('--exec', action='store_true', help='run every notebook first (into the build; the notebooks are not changed)')
     p.add_argument('--exec-only', nargs='+', type=Path, metavar='NB', help='run only these notebooks first (the others as stored)')
     p.add_argument('--n-workers', type=int, default=2, help='notebooks run at once')
-    p.add_argument('--cell-timeout', type=int, default=1800, help='seconds a cell may run (0: no limit)')
+    p.add_argument('--cell-timeout', type=int, default=CELL_TIMEOUT, help=f'seconds a cell may run (default: {CELL_TIMEOUT}; 0: no limit)')
     p.add_argument('--readme', action='store_true', help='write README.md from nbs/index.ipynb instead of building the site')
     p.add_argument('--readme-out', type=Path, default=ROOT/'README.md', help='where --readme writes (default: README.md)')
     p.add_argument('--check-readme', action='store_true', help='exit 1 if README.md is not what --readme would write')

@@ -33,6 +33,7 @@ from nbdev.config import get_config
 RECORD_KEY      = 'nb_run'     # the notebook metadata key holding the run record
 MAX_WIDTH       = 900          # px: images wider than this are scaled down (the page's text column is ~880 px)
 MAX_IMAGE_BYTES = 400_000      # what `--check` allows one stored image to weigh
+CELL_TIMEOUT    = 1800         # s: the default limit of one cell (the real training runs are in `#| slow` cells)
 SKIP_FLAGS      = ('cuda',)    # cells with these flags do not run by default (no GPU where the docs are made)
 MACHINE_PATHS   = ('/work/', '/root', '/home/', '/tmp/', '/usr/', '/Users/', '/var/folders/', 'site-packages')
 
@@ -117,21 +118,25 @@ def machine_patterns() -> list[re.Pattern]:
     if host and host!='localhost': pats.append(re.compile(rf'(?<![\w-]){re.escape(host)}(?![\w-])'))
     return pats
 
-_re_skipped = re.compile(r'^Skipped:', re.MULTILINE)
+_re_skipped = re.compile(r'^Skipped:')
+
+def output_lines(cell):
+    "(output index, line) of every line the outputs of `cell` show"
+    for j,o in enumerate(cell.get('outputs', [])):
+        for text in output_texts(o): yield from ((j,l) for l in text.splitlines())
 
 def find_in_outputs(nb, pats) -> list[str]:
     "Where outputs of `nb` match one of `pats`: the cell, the output, what matched and the line"
     res = []
     for i,c in code_cells(nb):
-        for j,o in enumerate(c.get('outputs', [])):
-            for line in (l for text in output_texts(o) for l in text.splitlines()):
-                if found := [m.group(0) for p in pats if (m := p.search(line))]:
-                    res.append(f'{cell_name(i, c)}, output {j}: {", ".join(map(repr, found))} in {line.strip()[:160]!r}')
+        for j,line in output_lines(c):
+            if found := [m.group(0) for p in pats if (m := p.search(line))]:
+                res.append(f'{cell_name(i, c)}, output {j}: {", ".join(map(repr, found))} in {line.strip()[:160]!r}')
     return res
 
 def skipped_cells(nb) -> list[str]:
     "Ids of the cells of `nb` that printed a line starting with `Skipped:`"
-    return [c['id'] for _,c in code_cells(nb) if find_in_outputs({'cells': [c]}, [_re_skipped])]
+    return [c['id'] for _,c in code_cells(nb) if any(_re_skipped.match(l) for _,l in output_lines(c))]
 
 # ---------------------------------------------------------------------------------------------------------------
 # The run record
@@ -144,34 +149,41 @@ def run_record(nb) -> dict:
     if skipped := skipped_cells(nb): res['skipped'] = skipped
     return res
 
+def stale_cells(nb, rec:list) -> list[str]:
+    "How the code cells of `nb` differ from those of its run record `rec`, [(id, hash, n_outputs)]"
+    ids,hashes,cells = [o[0] for o in rec],{o[0]:o[1] for o in rec},code_cells(nb)
+    res = [f'{cell_name(i, c)} was added after the last run' for i,c in cells if c['id'] not in hashes]
+    res += [f'{cell_name(i, c)} was edited after the last run' for i,c in cells
+            if c['id'] in hashes and hashes[c['id']]!=src_hash(c['source'])]
+    if gone := [i for i in ids if i not in {c['id'] for _,c in cells}]: res.append(f'code cells {gone} were removed after the last run')
+    if not res and ids!=[c['id'] for _,c in cells]: res.append('code cells were reordered after the last run')
+    return [f'stale: {o}' for o in res]
+
+def lost_outputs(nb, rec:list) -> list[str]:
+    "Cells of `nb` that hold another number of outputs than they left in the run recorded in `rec`"
+    recd,res = {i:(h,int(n)) for i,h,n in rec},[]
+    for i,c in code_cells(nb):
+        h,n = recd.get(c['id'], (None,0))
+        if h==src_hash(c['source']) and len(c.get('outputs', []))!=n:  # edited cells are reported as stale
+            res.append(f'{cell_name(i, c)} left {n} output(s) when it ran, and holds {len(c.get("outputs", []))}')
+    return res
+
+def large_images(nb, max_width:int=MAX_WIDTH, max_bytes:int=MAX_IMAGE_BYTES) -> list[str]:
+    "Images in the outputs of `nb` wider than `max_width` pixels or heavier than `max_bytes`"
+    return [f'{cell_name(i, c)}, output {j}: {mime} {w} px wide, {nbytes:,} bytes (at most {max_width} px, {max_bytes:,} bytes)'
+            for i,c in code_cells(nb) for j,o in enumerate(c.get('outputs', [])) for mime,w,nbytes in image_sizes(o)
+            if w>max_width or nbytes>max_bytes]
+
 def check_nb(path, max_width:int=MAX_WIDTH, max_bytes:int=MAX_IMAGE_BYTES) -> list[str]:
     "What is wrong with the stored outputs of notebook `path`: no run record, cells changed since the run, missing outputs, machine paths, large images"
     path = Path(path)
     nb = json.loads(path.read_text(encoding='utf-8'))
     fix = f'run `python tools/run_nbs.py {_shown(path)}`'
-    rec = nb.get('metadata', {}).get(RECORD_KEY)
-    if not rec or not isinstance(rec.get('code_cells'), list): return [f'never run with its outputs stored (no `{RECORD_KEY}` record): {fix}']
-    recd = [o.split() for o in rec['code_cells']]
-    rec_src,rec_n = {i:h for i,h,_ in recd},{i:int(n) for i,_,n in recd}
-    cells = code_cells(nb)
-    res = []
-    for i,c in cells:
-        if c['id'] not in rec_src: res.append(f'{cell_name(i, c)} was added after the last run')
-        elif rec_src[c['id']]!=src_hash(c['source']): res.append(f'{cell_name(i, c)} was edited after the last run')
-    gone = set(rec_src) - {c['id'] for _,c in cells}
-    if gone: res.append(f'code cells {sorted(gone)} were removed after the last run')
-    if not res and [i for i,_,_ in recd]!=[c['id'] for _,c in cells]: res.append('code cells were reordered after the last run')
-    res = [f'stale: {o}' for o in res]
-    for i,c in cells:
-        n = len(c.get('outputs', []))
-        if c['id'] in rec_n and rec_src[c['id']]==src_hash(c['source']) and n!=rec_n[c['id']]:
-            res.append(f'{cell_name(i, c)} left {rec_n[c["id"]]} output(s) when it ran, and holds {n}')
-    res += [f'machine path in {o}' for o in find_in_outputs(nb, machine_patterns())]
-    for i,c in cells:
-        for j,o in enumerate(c.get('outputs', [])):
-            for mime,w,nbytes in image_sizes(o):
-                if w>max_width or nbytes>max_bytes:
-                    res.append(f'{cell_name(i, c)}, output {j}: {mime} {w} px wide, {nbytes:,} bytes (at most {max_width} px, {max_bytes:,} bytes)')
+    rec = nb.get('metadata', {}).get(RECORD_KEY) or {}
+    if not isinstance(rec.get('code_cells'), list): return [f'never run with its outputs stored (no `{RECORD_KEY}` record): {fix}']
+    rec = [o.split() for o in rec['code_cells']]
+    res = (stale_cells(nb, rec) + lost_outputs(nb, rec) + [f'machine path in {o}' for o in find_in_outputs(nb, machine_patterns())]
+           + large_images(nb, max_width, max_bytes))
     return res + ([fix] if res else [])
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -214,7 +226,7 @@ def finish(nb, cfg, max_width:int=MAX_WIDTH):
     nb['metadata'][RECORD_KEY] = run_record(nb)
     return nb
 
-def run_nb(src:Path, dst:Path|None=None, allow_skips:bool=False, skip_flags=SKIP_FLAGS, cell_timeout:int|None=1800,
+def run_nb(src:Path, dst:Path|None=None, allow_skips:bool=False, skip_flags=SKIP_FLAGS, cell_timeout:int|None=CELL_TIMEOUT,
            max_width:int=MAX_WIDTH) -> str|None:
     "Run notebook `src` in a fresh process and write it with its outputs to `dst` (default: `src`); return why not, or None"
     cfg = _config()
@@ -226,8 +238,10 @@ def run_nb(src:Path, dst:Path|None=None, allow_skips:bool=False, skip_flags=SKIP
         r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if r.returncode: return f'the run failed:\n{(r.stderr or r.stdout)[-6000:]}'
         nb = finish(json.loads(raw.read_text(encoding='utf-8')), cfg, max_width)
-    paths = find_in_outputs(nb, machine_patterns())
-    if paths: return 'not written: its outputs hold paths of this machine:\n  ' + '\n  '.join(paths)
+    if paths := find_in_outputs(nb, machine_patterns()):
+        hint = ('\n(a warning shows the path of the file that raised it: remove its cause, or filter it in the notebook)'
+                if any('Warning' in o for o in paths) else '')
+        return 'not written: its outputs hold paths of this machine:\n  ' + '\n  '.join(paths) + hint
     if not allow_skips and (skipped := find_in_outputs(nb, [_re_skipped])):
         return ('not written: cells fell back (their data or weights are missing here), and such a run must not replace '
                 'the outputs of a real one; --allow-skips writes it anyway:\n  ' + '\n  '.join(skipped))
@@ -239,14 +253,14 @@ def default_nbs() -> list[Path]:
     from build_docs import doc_nbs
     return [nb for nb in doc_nbs(cfg) if nb.resolve()!=(cfg.nbs_path/cfg.readme_nb).resolve()]
 
-def run_nbs(nbs:list[Path], dsts:dict|None=None, n_workers:int=2, quiet:bool=False, **kwargs) -> dict:
+def run_nbs(nbs:list[Path], dsts:dict|None=None, n_workers:int=2, **kwargs) -> dict:
     "Run `nbs` (`n_workers` at a time) with `run_nb`, writing to `dsts[nb]` (default: in place); return {nb: why not} of those not written"
     dsts,fails = dsts or {},{}
     def _one(nb):
         t0 = time.time()
         err = run_nb(nb, dsts.get(nb), **kwargs)
         if err: fails[nb] = err
-        if not quiet: print(f'{"FAILED" if err else "ok":6} {time.time()-t0:7.1f}s  {_shown(nb)}', flush=True)
+        print(f'{"FAILED" if err else "ok":6} {time.time()-t0:7.1f}s  {_shown(nb)}', flush=True)
     with ThreadPoolExecutor(max(1, n_workers)) as ex: list(ex.map(_one, nbs))
     return fails
 
@@ -255,7 +269,7 @@ def main():
                                 epilog=__doc__.split('\n\n', 1)[1])
     p.add_argument('notebooks', nargs='*', type=Path, help='notebooks to run (default: all but the index)')
     p.add_argument('--n-workers', type=int, default=2, help='notebooks run at once (default: 2)')
-    p.add_argument('--cell-timeout', type=int, default=1800, help='seconds a cell may run (default: 1800; 0: no limit)')
+    p.add_argument('--cell-timeout', type=int, default=CELL_TIMEOUT, help=f'seconds a cell may run (default: {CELL_TIMEOUT}; 0: no limit)')
     p.add_argument('--allow-skips', action='store_true', help='write notebooks whose cells printed `Skipped: ...` lines')
     p.add_argument('--skip-flags', default=' '.join(SKIP_FLAGS), help='cells with these flags do not run (default: "cuda")')
     p.add_argument('--check', action='store_true', help='run nothing: exit 1 if a notebook lacks the outputs of its code')
