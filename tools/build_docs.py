@@ -13,10 +13,14 @@ installed:
     python tools/build_docs.py --readme         # write README.md from nbs/index.ipynb
     python tools/build_docs.py --check-readme   # exit 1 if README.md differs from what --readme would write
 
+A page as a browser shows it, without a window (Debian's `chromium` package):
+
+    chromium --headless --no-sandbox --hide-scrollbars --window-size=1280,4000 --screenshot=boxes.png "file://$PWD/_docs/boxes.html"
+
 Like Quarto on GitHub Pages, the default build executes nothing but what nbdev's doc processors run (exported
 cells, imports and `show_doc`): the pages show the outputs stored by `python tools/run_nbs.py`. With `--exec`,
 each notebook is first run by that tool's code in a fresh process (all cells but `#| eval: false` and `#| cuda`
-ones), written to a temporary copy and built from there, so both builds give the same pages.
+ones; fallback runs allowed), written to a temporary copy and built from there, so both builds give the same pages.
 In the pages, `#| hide` cells are left out and `#| echo: false`, `#| output: false`, `#| include: false`
 are honoured; formulas (`$...$`, `$$...$$`) are MathML, so no page needs the network. Links to library symbols
 and to other notebooks point inside the site.
