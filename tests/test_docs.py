@@ -1,10 +1,11 @@
 """The docs: the offline site builds with a page per notebook, every exported symbol is documented on its module's page,
-every link inside the site resolves, the sidebar lists every page; README.md is in sync with nbs/index.ipynb and
-shows the command that CI runs.
+every link inside the site resolves, the sidebar lists every page, stored outputs reach the pages, formulas are
+MathML and no page needs the network; README.md is in sync with nbs/index.ipynb and shows the command that CI runs.
 
-The site is built once, without executing the notebooks (so only what `nbdev-docs` itself runs: exported cells,
-imports and `show_doc`), except 00_boxes, which is executed to check that outputs and plots reach the page."""
-import ast, re, subprocess, sys
+The site is built once, as readers get it: from the outputs the notebooks store, executing only what `nbdev-docs`
+itself runs (exported cells, imports and `show_doc`). A small project is built both ways, from stored outputs and
+with `--exec`, to check that they give the same pages."""
+import ast, json, re, shutil, subprocess, sys
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit, unquote
@@ -16,7 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT/'tools'/'build_docs.py'
 CFG  = get_config(ROOT)
 NBS  = CFG.nbs_path
-EXEC_NB = NBS/'00_boxes.ipynb'
 
 def _skipped(p:Path) -> bool: return any(o[0] in '_.' for o in p.relative_to(NBS).parts)
 
@@ -28,11 +28,11 @@ def notebooks() -> list[Path]:
 def page(nb:Path) -> str: return nbpath2html(nb.relative_to(NBS)).as_posix()
 
 class Page(HTMLParser):
-    "The ids, links, sidebar links, text and code text of an HTML page"
+    "The ids, links, sidebar links, what the page loads, its text, code text and text outside code and formulas"
     def __init__(self, text):
         super().__init__(convert_charrefs=True)
-        self.ids,self.links,self.sidebar,self.pre,self.text = set(),[],[],[],[]
-        self._pre = 0
+        self.ids,self.links,self.sidebar,self.loads,self.pre,self.text,self.prose = set(),[],[],[],[],[],[]
+        self._pre,self._skip = 0,0
         self.feed(text)
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
@@ -41,18 +41,23 @@ class Page(HTMLParser):
         for k in ('href','src'):
             if a.get(k) is not None: self.links.append(a[k])
         if tag=='a' and 'sidebar-link' in (a.get('class') or '').split(): self.sidebar.append(a['href'])
+        if tag in ('script','img','iframe','source','audio','video','embed') and a.get('src'): self.loads.append((tag, a['src']))
+        if tag=='link' and a.get('href') and a.get('rel')!='canonical': self.loads.append((f'link rel={a.get("rel")}', a['href']))
+        if a.get('style'): self.loads += [('style', u) for u in re.findall(r'url\(([^)]*)\)', a['style'])]
         if tag=='pre': self._pre += 1; self.pre.append('')
+        if tag in ('pre','code','math','style','script'): self._skip += 1
     def handle_endtag(self, tag):
         if tag=='pre': self._pre -= 1
+        if tag in ('pre','code','math','style','script'): self._skip -= 1
     def handle_data(self, data):
         self.text.append(data)
         if self._pre: self.pre[-1] += data
+        if not self._skip: self.prose.append(data)
 
 @pytest.fixture(scope='module')
 def build(tmp_path_factory):
     out = tmp_path_factory.mktemp('site')
-    cmd = [sys.executable, str(TOOL), '--out', str(out), '--exec-only', str(EXEC_NB)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=ROOT)
+    r = subprocess.run([sys.executable, str(TOOL), '--out', str(out)], capture_output=True, text=True, timeout=1200, cwd=ROOT)
     pages = {p.relative_to(out).as_posix(): Page(p.read_text(encoding='utf-8')) for p in out.rglob('*.html')}
     return out, r, pages
 
@@ -120,15 +125,104 @@ def test_sidebar_lists_every_page(build):
         assert got==want, f'sidebar of {name}: {got}, expected {want}'
 
 def test_pages_are_clean(build):
-    "No nbdev directives or `show_doc` calls in the shown code; the executed notebook has its outputs and plot"
+    "No nbdev directives or `show_doc` calls in the shown code"
     _,_,pages = build
     for name,p in pages.items():
         code = '\n'.join(p.pre)
         assert not re.search(r'^\s*#\|', code, re.MULTILINE), f'directive shown in {name}'
         assert 'show_doc(' not in code, f'show_doc call shown in {name}'
-    if EXEC_NB.exists():
-        html = (build[0]/page(EXEC_NB)).read_text(encoding='utf-8')
-        assert 'src="data:image/png;base64,' in html and 'tensor(' in html
+
+_HIDING = re.compile(r'^#\|\s*(hide|export|exporti|exports|output:\s*false|include:\s*false)\b', re.MULTILINE)
+
+def test_stored_outputs_reach_the_pages(build):
+    "Every image and the last printed line of every stream stored in a shown cell of a notebook are on its page"
+    out,_,pages = build
+    missing = []
+    for nb in notebooks():
+        html,pre = (out/page(nb)).read_text(encoding='utf-8'),''.join(pages[page(nb)].pre)
+        for c in json.loads(nb.read_text(encoding='utf-8'))['cells']:
+            if c['cell_type']!='code' or _HIDING.search(''.join(c['source'])): continue
+            for o in c.get('outputs', []):
+                png = ''.join(o.get('data', {}).get('image/png', '')).strip()
+                if png and png not in html: missing.append(f'{page(nb)}: an image of cell {c["id"]}')
+                text = re.sub(r'\x1b\[[0-9;]*m', '', ''.join(o.get('text', [])))
+                lines = [l.strip() for l in text.splitlines() if l.strip()]
+                if lines and lines[-1] not in pre: missing.append(f'{page(nb)}: {lines[-1]!r} of cell {c["id"]}')
+    assert not missing, 'stored outputs not on the pages:\n' + '\n'.join(missing)
+
+def _formulas(nb:Path) -> int:
+    "How many `$...$` and `$$...$$` formulas the markdown cells of `nb` hold (code spans and blocks left out)"
+    md = '\n'.join(''.join(c['source']) for c in json.loads(nb.read_text(encoding='utf-8'))['cells'] if c['cell_type']=='markdown')
+    md = re.sub(r'```.*?```|`[^`]*`', '', md, flags=re.DOTALL)
+    return len(re.findall(r'\$\$.+?\$\$|\$[^$]+?\$', md, flags=re.DOTALL))
+
+def test_formulas_are_mathml(build):
+    "Every formula of the notebooks is MathML on its page, and no TeX is left in the text for a script to typeset"
+    out,_,pages = build
+    counts = {page(nb): _formulas(nb) for nb in notebooks()}
+    assert sum(counts.values()) > 0, 'the notebooks hold no formula: this test checks nothing'
+    for name,n in counts.items():
+        html = (out/name).read_text(encoding='utf-8')
+        assert html.count('<math ')==n, f'{name}: {n} formulas in the notebook, {html.count("<math ")} MathML elements on the page'
+        left = re.findall(r'\$[^$\s][^$]*\$|\\(?:frac|times|log|alpha)\b', ''.join(pages[name].prose))
+        assert not left, f'{name}: TeX left in the text: {left[:5]}'
+    boxes = (out/'boxes.html').read_text(encoding='utf-8')
+    assert '<math xmlns="http://www.w3.org/1998/Math/MathML" display="block">' in boxes and '<mfrac>' in boxes, 'the Jaccard formula'
+
+def _remote(url:str) -> bool: return bool(re.match(r'\s*[\'"]?\s*(https?:)?//', url))
+
+def test_pages_need_no_network(build):
+    "No page loads a script, stylesheet, font or image from another site (links to other sites are fine)"
+    out,_,pages = build
+    bad = [f'{name}: {what} {url}' for name,p in pages.items() for what,url in p.loads if _remote(url)]
+    for name in pages:
+        html = (out/name).read_text(encoding='utf-8')
+        for style in re.findall(r'<style[^>]*>(.*?)</style>', html, flags=re.DOTALL):
+            bad += [f'{name}: <style> loads {u}' for u in re.findall(r'@import\s+(?:url\()?\s*([^);\s]+)|url\(([^)]*)\)', style) if _remote(''.join(u))]
+    css = (out/'site.css').read_text(encoding='utf-8')
+    bad += [f'site.css loads {u}' for u in re.findall(r'@import\s+(?:url\()?\s*([^);\s]+)', css) + re.findall(r'url\(([^)]*)\)', css) if _remote(u)]
+    assert not bad, 'pages need the network:\n' + '\n'.join(bad)
+
+def _cell(i, kind, src):
+    return {'cell_type': kind, 'id': f'{i:08x}', 'metadata': {}, 'source': src} | (
+           {'execution_count': None, 'outputs': []} if kind=='code' else {})
+
+TINY = {'cells': [_cell(i, *o) for i,o in enumerate([
+            ('markdown', '# Tiny\n\n> A small deterministic notebook'),
+            ('markdown', '$$J = \\frac{|A \\cap B|}{|A \\cup B|}$$ and $x^2$ inline.'),
+            ('code', 'import matplotlib.pyplot as plt, pandas as pd\nfrom pathlib import Path'),
+            ('code', "_ = Path('ran.txt').write_text('ran')  # no import here, so only a run of the notebook writes it"),
+            ('code', "print('hello from the notebook')"),
+            ('code', 'plt.plot([0, 1], [1, 0])\nplt.show()'),
+            ('code', "pd.DataFrame({'a': [1, 2], 'b': [3.5, 4.25]})")])],
+        'metadata': {'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}},
+        'nbformat': 4, 'nbformat_minor': 5}
+
+def test_exec_and_stored_builds_agree(tmp_path):
+    "A project's site built from stored outputs is the site built with `--exec`; the default build runs nothing"
+    proj = tmp_path/'tiny'
+    (proj/'nbs').mkdir(parents=True)
+    shutil.copy(ROOT/'pyproject.toml', proj)
+    shutil.copytree(ROOT/'tools', proj/'tools', ignore=shutil.ignore_patterns('__pycache__'))
+    nb,marker = proj/'nbs'/'00_tiny.ipynb',proj/'nbs'/'ran.txt'
+    nb.write_text(json.dumps(TINY), encoding='utf-8')
+    def _tool(name, *args):
+        r = subprocess.run([sys.executable, str(proj/'tools'/name), *map(str, args)], capture_output=True, text=True, cwd=proj, timeout=600)
+        assert r.returncode==0, f'{name} {args}:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}'
+    _tool('run_nbs.py', nb)
+    stored = nb.read_bytes()
+    marker.unlink()
+    _tool('build_docs.py', '--out', proj/'stored')
+    assert not marker.exists(), 'the default build ran the notebook'
+    _tool('build_docs.py', '--exec', '--out', proj/'exec')
+    assert marker.exists(), '--exec did not run the notebook'
+    assert nb.read_bytes()==stored, '--exec changed the notebook'
+    def _pages(d): return {p.relative_to(d).as_posix(): p.read_text(encoding='utf-8') for p in d.rglob('*') if p.suffix in ('.html','.css')}
+    a,b = _pages(proj/'stored'),_pages(proj/'exec')
+    assert sorted(a)==['index.html', 'site.css', 'tiny.html']
+    html = a['tiny.html']
+    assert 'hello from the notebook' in html and 'data:image/png;base64,' in html and '<table' in html and html.count('<math ')==2
+    assert a==b, 'the two builds differ'
 
 def _test_command() -> str:
     m = re.search(r"^TEST_CMD='(.*)'$", (ROOT/'.ci'/'run').read_text(), re.MULTILINE)

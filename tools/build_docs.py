@@ -3,22 +3,30 @@
 
 `nbdev-docs` and `nbdev-readme` need Quarto. This script builds the same site from the same nbdev-processed
 notebooks (`show_doc` cells added after exports, hidden and exported cells removed, symbols linked) with
-nbconvert's markdown renderer and pygments, so it runs wherever the project's `[dev]` extra is installed:
+nbconvert's markdown renderer, pygments and latex2mathml, so it runs wherever the project's `[dev]` extra is
+installed:
 
-    python tools/build_docs.py                  # execute every notebook (like nbdev-test) and build docs/
-    python tools/build_docs.py --no-exec        # no execution: API docs plus whatever outputs the notebooks store
-    python tools/build_docs.py nbs/00_boxes.ipynb --out /tmp/site   # some notebooks only
+    python tools/build_docs.py                  # build _docs/ from the outputs the notebooks store
+    python tools/build_docs.py --exec           # run every notebook first (as tools/run_nbs.py does, into the build only)
+    python tools/build_docs.py --exec-only nbs/00_boxes.ipynb   # run some notebooks first, the others as stored
+    python tools/build_docs.py nbs/00_boxes.ipynb --out site    # the pages of some notebooks only
     python tools/build_docs.py --readme         # write README.md from nbs/index.ipynb
     python tools/build_docs.py --check-readme   # exit 1 if README.md differs from what --readme would write
 
-Cells flagged with one of `tst_flags` (`#| slow`, `#| cuda`) or `#| eval: false` are not executed, exactly as
-in `nbdev-test`; each notebook runs in its own process with a time limit per cell and per notebook.
+A page as a browser shows it, without a window (Debian's `chromium` package):
+
+    chromium --headless --no-sandbox --hide-scrollbars --window-size=1280,4000 --screenshot=boxes.png "file://$PWD/_docs/boxes.html"
+
+Like Quarto on GitHub Pages, the default build executes nothing but what nbdev's doc processors run (exported
+cells, imports and `show_doc`): the pages show the outputs stored by `python tools/run_nbs.py`. With `--exec`,
+each notebook is first run by that tool's code in a fresh process (all cells but `#| eval: false` and `#| cuda`
+ones; fallback runs allowed), written to a temporary copy and built from there, so both builds give the same pages.
 In the pages, `#| hide` cells are left out and `#| echo: false`, `#| output: false`, `#| include: false`
-are honoured. Links to library symbols and to other notebooks point inside the site.
+are honoured; formulas (`$...$`, `$$...$$`) are MathML, so no page needs the network. Links to library symbols
+and to other notebooks point inside the site.
 """
 from __future__ import annotations
-import argparse, html, json, os, posixpath, re, shutil, subprocess, sys, tempfile, time, warnings
-from concurrent.futures import ThreadPoolExecutor
+import argparse, html, os, posixpath, re, shutil, sys, tempfile, warnings
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,16 +34,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))  # the library, as `nbdev-test` makes it importable
 
 import yaml
-from fastcore.basics import str2bool
-from fastcore.nbio import read_nb, write_nb, dict2nb, nb2dict, nb_frontmatter
-from fastcore.xtras import working_directory, exec_local
+from fastcore.nbio import read_nb, dict2nb, join_out, nb_frontmatter
+from fastcore.xtras import exec_local
+from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 from nbdev.config import get_config, nbpath2html
 from nbdev.doclinks import nbglob, NbdevLookup, _qual_syms
-from nbdev.process import NBProcessor
-from nbdev.processors import FilterDefaults, exec_show_docs
+from nbdev.processors import FilterDefaults
 from nbdev.quarto import _sort, _recursive_parser
 from nbdev.readme_filter import doc_link
-from nbdev.test import _skip_cell
+
+from run_nbs import CELL_TIMEOUT, as_terminal, run_nbs
 
 # ---------------------------------------------------------------------------------------------------------------
 # Which notebooks, in which order
@@ -66,7 +74,7 @@ def sidebar_entries(cfg, nbs:list[Path]) -> list:
     return contents
 
 # ---------------------------------------------------------------------------------------------------------------
-# Processing a notebook: execute (optionally), then nbdev's doc processors
+# Processing a notebook: nbdev's doc processors
 
 def own_lookup(cfg):
     "Make symbol links work before the library is pip-installed: add its `_modidx` to nbdev's lookup table"
@@ -80,60 +88,22 @@ def own_lookup(cfg):
             nl.syms.setdefault(k, v)
             nl.syms.setdefault(k.removeprefix(mod+'.'), v)
 
-class _ExecNewShowDocs(exec_show_docs):
-    "`exec_show_docs` reusing the shell that already ran the whole notebook: only the added `show_doc` cells run"
-    shell = None
-    def begin(self):
-        self.k = self.shell
-        self.k.run_cell('from nbdev.showdoc import show_doc')
-    def __call__(self, cell):
-        if getattr(cell, 'has_sd', False): super().__call__(cell)
-
-class DocsFilter(FilterDefaults):
-    "nbdev's doc processors, with `show_doc` cells run in `shell` when the notebook was executed there"
-    def __init__(self, shell=None): self.shell = shell
-    def base_procs(self):
-        procs = super().base_procs()
-        if self.shell is None: return procs
-        xsd = type('exec_show_docs', (_ExecNewShowDocs,), {'shell': self.shell})
-        return [xsd if p is exec_show_docs else p for p in procs]
-
-def _normalise(nb):
-    "Round-trip `nb` through json, so outputs written by the shell look like ones read from disk"
-    res = dict2nb(json.loads(json.dumps(nb2dict(nb))))
-    res['path_'] = nb.path_
-    return res
-
-def proc_nb(src:Path, execute:bool=True, cell_timeout:int|None=600):
-    "Notebook `src` processed for the docs, after running it like `nbdev-test` does if `execute`"
+def proc_nb(src:Path, stored:Path|None=None):
+    "Notebook `src` (its content read from `stored` if given: a run of it) processed for the docs as `nbdev-docs` does"
     cfg = get_config()
     own_lookup(cfg)
     src = Path(src).resolve()
     os.environ['IN_TEST'] = '1'
-    nb,shell = NBProcessor(src, rm_directives=False, process=True).nb,None
-    if execute and not str2bool(nb_frontmatter(nb).get('skip_exec', False)):
-        from execnb.shell import CaptureShell
-        shell = CaptureShell(src, mpl_format='png')
-        with working_directory(src.parent):
-            shell.run_all(nb, exc_stop=True, preproc=_skip_cell(nb, cfg.tst_flags.split()), cell_timeout=cell_timeout)
-        nb = _normalise(nb)
+    nb = read_nb(stored or src)
     nb.path_ = str(src)
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='Found cells containing imports')
-        DocsFilter(shell)(nb)
+        FilterDefaults()(nb)
     return nb
 
 SHOW_DOC_HINT = ('(Building docs, nbdev runs only the exported cells, the show_doc cells and every cell with an import '
                  'statement, in a fresh shell; nbdev-docs does the same. A cell that mixes imports with other code must '
                  'only use names defined in such cells: put imports in a cell of their own.)')
-
-def proc_nb_subprocess(src:Path, dst:Path, execute:bool, cell_timeout:int, nb_timeout:int):
-    "Run `proc_nb` in a fresh process with a time limit; return an error message or None"
-    cmd = [sys.executable, __file__, '--proc-one', str(src), str(dst), '--cell-timeout', str(cell_timeout)]
-    if not execute: cmd.append('--no-exec')
-    try: r = subprocess.run(cmd, capture_output=True, text=True, timeout=nb_timeout, cwd=ROOT)
-    except subprocess.TimeoutExpired: return f'timed out after {nb_timeout} s'
-    if r.returncode: return (r.stderr or r.stdout)[-4000:]
 
 # ---------------------------------------------------------------------------------------------------------------
 # Markdown and cells to HTML
@@ -172,15 +142,29 @@ def pandoc_id(text:str) -> str:
     s = re.sub(r'^[^a-z]+', '', s)
     return s or 'section'
 
+_re_mo_name = re.compile(r'<mo>([A-Za-z]{2,})</mo>')
+
+def tex2mathml(tex:str, display:bool=False) -> str:
+    "The formula `tex` (LaTeX) as MathML, which browsers render with no script and no network"
+    from latex2mathml.converter import convert
+    try: res = convert(tex.strip(), display='block' if display else 'inline')
+    except Exception as e: raise ValueError(f"the formula {tex!r} can't be rendered as MathML: {type(e).__name__}: {e}") from None
+    return _re_mo_name.sub(r'<mi>\1</mi>', res)  # `\operatorname{softplus}`, `\min`: a name, like `\log`, not an operator's spacing
+
+class MathMLRenderer(IPythonRenderer):
+    "nbconvert's markdown renderer, with formulas as MathML instead of TeX left for MathJax"
+    def block_math(self, body): return tex2mathml(body, display=True)
+    def inline_math(self, body): return tex2mathml(body)
+    def latex_environment(self, name, body): return tex2mathml(f'\\begin{{{name}}}{body}\\end{{{name}}}', display=True)
+
 def md2html(md:str, attachments=None) -> str:
     "Render notebook markdown (with pandoc's link attributes and fenced divs, and `$` math) to HTML"
-    from nbconvert.filters.markdown_mistune import markdown2html_mistune
     md = _re_attr_link.sub(_attr_link, md)
     md = _re_fdiv.sub(_fdiv, md)
     for k,v in (attachments or {}).items():
         mime = next(iter(v))
         md = md.replace(f'attachment:{k}', f'data:{mime};base64,{v[mime]}')
-    return markdown2html_mistune(md)
+    return MarkdownWithMath(renderer=MathMLRenderer(escape=False)).render(md)
 
 def highlight(code:str, lang:str='python') -> str:
     from pygments import highlight as _hl
@@ -209,30 +193,21 @@ def _img(mime, data, meta):
     if mime=='image/svg+xml': return f'<div class="cell-output cell-output-display">{data}</div>'
     return f'<div class="cell-output cell-output-display"><img src="data:{mime};base64,{data.strip()}"{wh} alt=""></div>'
 
-def as_terminal(text:str) -> str:
-    "What a terminal shows for `text`: a carriage return goes back to the start of its line, so progress bars keep their last state"
-    lines = []
-    for line in text.split('\n'):
-        shown = ''
-        for seg in line.split('\r'): shown = seg + shown[len(seg):]
-        lines.append(shown.rstrip())
-    return '\n'.join(lines)
-
 def output2html(o, asis=False) -> str:
     "One output of a code cell as HTML"
     from nbconvert.filters.ansi import ansi2html
     t = o.get('output_type')
-    if t=='stream': return _pre(ansi2html(as_terminal(o.text)), f'cell-output-{o.get("name","stdout")}')
+    if t=='stream': return _pre(ansi2html(as_terminal(join_out(o.text))), f'cell-output-{o.get("name","stdout")}')
     if t=='error': return _pre(ansi2html('\n'.join(o.get('traceback', []))), 'cell-output-error')
     data,meta = o.get('data', {}),o.get('metadata', {})
-    def _s(k): v = data[k]; return ''.join(v) if isinstance(v, list) else v
+    def _s(k): return join_out(data[k])
     if 'text/markdown' in data and asis: return md2html(_s('text/markdown'))
     for mime in ('text/html','image/svg+xml','image/png','image/jpeg','image/gif','text/markdown','text/latex','text/plain'):
         if mime not in data: continue
         if mime=='text/html':     return f'<div class="cell-output cell-output-display">{_s(mime)}</div>'
         if mime.startswith('image/'): return _img(mime, _s(mime), meta.get(mime, meta))
         if mime=='text/markdown': return f'<div class="cell-output cell-output-markdown">{md2html(_s(mime))}</div>'
-        if mime=='text/latex':    return f'<div class="cell-output cell-output-display">{html.escape(_s(mime))}</div>'
+        if mime=='text/latex':    return f'<div class="cell-output cell-output-display">{md2html(_s(mime))}</div>'
         return _pre(html.escape(_s(mime)), 'cell-output-display')
     return ''
 
@@ -275,9 +250,6 @@ def fix_headings(body:str):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Pages
-
-MATHJAX = """<script>window.MathJax = {tex: {inlineMath: [['$','$'], ['\\\\(','\\\\)']], processEscapes: true}};</script>
-<script async src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"></script>"""
 
 def _rel(target:str, page:str) -> str:
     "`target` (relative to the site root) as a link from `page`"
@@ -351,7 +323,6 @@ class Site:
 <title>{html.escape(title)} – {html.escape(cfg.title)}</title>
 <meta name="description" content="{html.escape(desc or cfg.get('description', ''))}">
 <link rel="stylesheet" href="{_rel('site.css', page)}">
-{MATHJAX}
 </head>
 <body>
 <header class="navbar"><a class="navbar-title" href="{root}">{html.escape(cfg.title)}</a>
@@ -418,47 +389,44 @@ def _clean_out(out:Path):
         for p in out.iterdir(): shutil.rmtree(p) if p.is_dir() else p.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
-def build_site(out:Path, only:list[Path]|None=None, execute:bool|list[Path]=True, n_workers:int=2,
-               cell_timeout:int=600, nb_timeout:int=1200) -> int:
-    "Build the site into `out` (pages of `only`, or all), executing all notebooks or those in `execute`; return the failures"
+def _proc_or_error(nb:Path, stored:Path|None, fails:dict):
+    "`proc_nb(nb, stored)`, or a page saying why it failed (recorded in `fails`)"
+    try: return proc_nb(nb, stored)
+    except Exception as e:
+        msg = f'{type(e).__name__}: {e}' + (f'\n{SHOW_DOC_HINT}' if re.match(r'Error.* in cell \d+', str(e)) else '')
+        fails[nb] = f'{fails[nb]}\n{msg}' if nb in fails else msg
+        return error_nb(nb, msg)
+
+def build_site(out:Path, only:list[Path]|None=None, execute:bool|list[Path]=False, n_workers:int=2,
+               cell_timeout:int|None=CELL_TIMEOUT) -> int:
+    "Build the site into `out` (pages of `only`, or all) from the stored outputs, or from a run of all notebooks or those in `execute`; return the failures"
     cfg = get_config()
     nbs = doc_nbs(cfg)
     todo = [nb for nb in nbs if _in(nb, only)] if only else nbs
     out = Path(out).resolve()
     if only: out.mkdir(parents=True, exist_ok=True)  # update these pages, keep the others
     else: _clean_out(out)
-    fails = {}
-    def _no_exec(nb):
-        try: write_nb(proc_nb(nb, execute=False), dsts[nb])
-        except Exception as e:
-            msg = f'{type(e).__name__}: {e}'
-            fails.setdefault(nb, msg + (f'\n{SHOW_DOC_HINT}' if re.match(r'Error.* in cell \d+', str(e)) else ''))
-            write_nb(error_nb(nb, fails[nb]), dsts[nb])
-    def _run(nb):
-        t0 = time.time()
-        err = proc_nb_subprocess(nb, dsts[nb], True, cell_timeout, nb_timeout)
-        print(f'{"FAILED" if err else "ok":6} {time.time()-t0:6.1f}s  {nb.relative_to(cfg.nbs_path)}', flush=True)
-        if err: fails[nb] = err
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        dsts = {nb: tmp/(page_of(nb, cfg).replace('/','__')+'.ipynb') for nb in todo}
         run = todo if execute is True else [nb for nb in todo if _in(nb, execute or [])]
-        with ThreadPoolExecutor(max(1, n_workers)) as ex:
-            jobs = [ex.submit(_run, nb) for nb in run]  # in their own processes, while we do the others here
-            for nb in todo:
-                if nb not in run: _no_exec(nb)
-            for j in jobs: j.result()
-        for nb in list(fails): _no_exec(nb)  # still give it a page: API docs and stored outputs
-        for nb,err in fails.items(): print(f'\n--- FAILED: {nb.relative_to(cfg.nbs_path)}\n{err}', file=sys.stderr)
+        runs = {nb: Path(tmp)/(page_of(nb, cfg).replace('/','__')+'.ipynb') for nb in run}
+        # a run that fails leaves the page of the stored notebook: API docs and the outputs of its last run
+        fails = run_nbs(run, runs, n_workers=n_workers, allow_skips=True, cell_timeout=cell_timeout)
         site = Site(cfg, out, nbs)
-        pnbs = {nb: read_nb(dsts[nb]) for nb in todo}
         site.titles = {page_of(nb, cfg): nb_frontmatter(read_nb(nb)).get('title', Path(page_of(nb, cfg)).stem) for nb in nbs}
         site.entries = sidebar_entries(cfg, nbs)
-        htmls = {page_of(nb, cfg): site.page(page_of(nb, cfg), p, nb.parent) for nb,p in pnbs.items()}
-        for page,text in drop_dead_symbol_links(htmls, out).items():
-            (out/page).parent.mkdir(parents=True, exist_ok=True)
-            (out/page).write_text(text, encoding='utf-8')
-        if not (out/'index.html').exists(): (out/'index.html').write_text(site.default_index(), encoding='utf-8')
+        htmls = {}
+        for nb in todo:
+            page,stored = page_of(nb, cfg),(runs[nb] if nb in runs and nb not in fails else None)
+            pnb = _proc_or_error(nb, stored, fails)
+            try: htmls[page] = site.page(page, pnb, nb.parent)
+            except ValueError as e:  # a formula MathML can't show
+                fails[nb] = str(e)
+                htmls[page] = site.page(page, error_nb(nb, str(e)), nb.parent)
+    for nb,err in fails.items(): print(f'\n--- FAILED: {nb.relative_to(cfg.nbs_path)}\n{err}', file=sys.stderr)
+    for page,text in drop_dead_symbol_links(htmls, out).items():
+        (out/page).parent.mkdir(parents=True, exist_ok=True)
+        (out/page).write_text(text, encoding='utf-8')
+    if not (out/'index.html').exists(): (out/'index.html').write_text(site.default_index(), encoding='utf-8')
     (out/'site.css').write_text(site_css(cfg), encoding='utf-8')
     (out/'.nojekyll').touch()    # GitHub Pages: serve the files as they are
     (out/'.build_docs').write_text('Built by tools/build_docs.py\n')
@@ -481,7 +449,7 @@ def readme_text(src:Path|None=None) -> str:
     cfg = get_config()
     src = Path(src or cfg.nbs_path/cfg.readme_nb)
     if not src.exists(): sys.exit(f'{src} not found')
-    nb = proc_nb(src, execute=False)
+    nb = proc_nb(src)
     fm = frontmatter(nb)
     res = [f'# {fm.get("title", cfg.title)}']
     if fm.get('description'): res.append(f'> {fm["description"]}')
@@ -495,7 +463,7 @@ def readme_text(src:Path|None=None) -> str:
         for o in c.get('outputs', []):
             data = o.get('data', {})
             txt = o.get('text') if o.get('output_type')=='stream' else data.get('text/markdown') or data.get('text/plain')
-            if isinstance(txt, list): txt = ''.join(txt)
+            txt = join_out(txt)
             if not txt: continue
             if o.get('output_type')=='stream': txt = as_terminal(txt)
             res.append(txt.strip() if 'text/markdown' in data else _indent(txt))
@@ -507,26 +475,20 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split('\n\n', 1)[1])
     p.add_argument('notebooks', nargs='*', type=Path, help='only build the pages of these notebooks (default: all)')
-    p.add_argument('--out', type=Path, help="site folder (default: the `doc_path` of pyproject's [tool.nbdev], docs/)")
-    p.add_argument('--no-exec', action='store_true', help='do not execute the notebooks (API docs and stored outputs only)')
-    p.add_argument('--exec-only', nargs='+', type=Path, metavar='NB', help='execute only these notebooks (the others as with --no-exec)')
-    p.add_argument('--n-workers', type=int, default=2, help='notebooks executed at once')
-    p.add_argument('--cell-timeout', type=int, default=600, help='seconds a cell may run')
-    p.add_argument('--nb-timeout', type=int, default=1200, help='seconds a notebook may run')
+    p.add_argument('--out', type=Path, help="site folder (default: the `doc_path` of pyproject's [tool.nbdev], _docs/)")
+    p.add_argument('--exec', action='store_true', help='run every notebook first (into the build; the notebooks are not changed)')
+    p.add_argument('--exec-only', nargs='+', type=Path, metavar='NB', help='run only these notebooks first (the others as stored)')
+    p.add_argument('--n-workers', type=int, default=2, help='notebooks run at once')
+    p.add_argument('--cell-timeout', type=int, default=CELL_TIMEOUT, help=f'seconds a cell may run (default: {CELL_TIMEOUT}; 0: no limit)')
     p.add_argument('--readme', action='store_true', help='write README.md from nbs/index.ipynb instead of building the site')
     p.add_argument('--readme-out', type=Path, default=ROOT/'README.md', help='where --readme writes (default: README.md)')
     p.add_argument('--check-readme', action='store_true', help='exit 1 if README.md is not what --readme would write')
-    p.add_argument('--proc-one', nargs=2, type=Path, metavar=('SRC', 'DST'), help=argparse.SUPPRESS)
     a = p.parse_args()
     a.notebooks = [o.resolve() for o in a.notebooks]
     if a.out: a.out = a.out.resolve()
     if a.exec_only: a.exec_only = [o.resolve() for o in a.exec_only]
     a.readme_out = a.readme_out.resolve()
-    if a.proc_one: a.proc_one = [o.resolve() for o in a.proc_one]
     os.chdir(ROOT)  # nbdev finds its config (pyproject.toml) from the working directory
-    if a.proc_one:
-        src,dst = a.proc_one
-        return write_nb(proc_nb(src, execute=not a.no_exec, cell_timeout=a.cell_timeout), dst)
     if a.readme or a.check_readme:
         txt = readme_text()
         if a.check_readme:
@@ -539,9 +501,8 @@ def main():
         a.readme_out.write_text(txt, encoding='utf-8')
         return print(f'wrote {a.readme_out}')
     out = a.out or get_config().doc_path
-    execute = False if a.no_exec else a.exec_only or True
-    nfail = build_site(out, a.notebooks, execute=execute, n_workers=a.n_workers,
-                       cell_timeout=a.cell_timeout, nb_timeout=a.nb_timeout)
+    nfail = build_site(out, a.notebooks, execute=a.exec or a.exec_only or False, n_workers=a.n_workers,
+                       cell_timeout=a.cell_timeout or None)
     if nfail: sys.exit(1)
 
 if __name__=='__main__': main()
