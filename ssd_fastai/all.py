@@ -8,3 +8,4 @@ from .loss import *
 from .metrics import *
 from .inference import *
 from .learner import *
+from .report import *
