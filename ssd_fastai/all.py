@@ -9,6 +9,7 @@ from .anchors import *
 from .model import *
 from .loss import *
 from .metrics import *
+from .report import *
 from .inference import *
 from .learner import *
 from .callbacks import *

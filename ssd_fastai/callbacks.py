@@ -16,14 +16,19 @@ from fastai.learner import save_model
 from fastai.torch_core import get_random_states, set_random_states, get_model, tensor, rank_distrib
 
 # %% auto #0
-__all__ = ['rng_state', 'set_rng_state', 'Checkpoint', 'load_checkpoint']
+__all__ = ['atomic_write', 'rng_state', 'set_rng_state', 'Checkpoint', 'load_checkpoint']
 
 # %% ../nbs/07a_callbacks.ipynb #8c916c4c
-def _atomic_write(dest:Path, write):
-    "Call `write(tmp)` on a temporary file next to `dest`, then rename it to `dest`."
+def atomic_write(dest:Path, # the file to write
+                 write, # called with a temporary file next to `dest`, which it writes
+                ):
+    "Write `dest` through `write(tmp)` on a temporary file then a rename: `dest` is never half written, and a failed write leaves it as it was."
     dest = Path(dest)
     tmp = dest.with_name(f'.{dest.name}.tmp')
-    write(tmp)
+    try: write(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, dest)
 
 def rng_state(dls=None)->dict:
@@ -55,7 +60,7 @@ class Checkpoint(SaveModelCallback):
         "Save the model like `SaveModelCallback`, atomically."
         dest = self.learn.path/self.learn.model_dir/f'{name}.pth'
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if not rank_distrib(): _atomic_write(dest, lambda f: save_model(f, self.learn.model, getattr(self.learn, 'opt', None), with_opt=self.with_opt))
+        if not rank_distrib(): atomic_write(dest, lambda f: save_model(f, self.learn.model, getattr(self.learn, 'opt', None), with_opt=self.with_opt))
         self.last_saved_path = dest
 
     def before_fit(self):
@@ -79,8 +84,8 @@ class Checkpoint(SaveModelCallback):
         info = dict(epoch=self.epoch+1, n_epoch=self.n_epoch, meta=self.meta, history=self.history, best=float(self.best))
         state = dict(model=get_model(self.model).state_dict(), opt=self.opt.state_dict(), rng=rng_state(self.dls),
                      smooth_loss=(float(sl.val), sl.count), **info)
-        _atomic_write(dest.with_suffix('.pth'), lambda f: torch.save(state, f))
-        _atomic_write(dest.with_suffix('.json'), lambda f: Path(f).write_text(json.dumps(info, indent=1)))
+        atomic_write(dest.with_suffix('.pth'), lambda f: torch.save(state, f))
+        atomic_write(dest.with_suffix('.json'), lambda f: Path(f).write_text(json.dumps(info, indent=1)))
 
 # %% ../nbs/07a_callbacks.ipynb #e1e16ec1
 def load_checkpoint(learn, fname='checkpoint',

@@ -18,7 +18,7 @@ with warnings.catch_warnings():
     from ssd_fastai.metrics import evaluate_detections
     from ssd_fastai.inference import show_preds
     from ssd_fastai.learner import ssd_learner
-    from ssd_fastai.callbacks import Checkpoint, load_checkpoint, _atomic_write
+    from ssd_fastai.callbacks import Checkpoint, load_checkpoint, atomic_write
 
 # %% auto #0
 __all__ = ['CLIError', 'resolve_data', 'train', 'image_files', 'predict', 'evaluate', 'main']
@@ -40,7 +40,7 @@ def resolve_data(data:str|None, # None: the synthetic shapes; 'pascal': fastai's
     return path
 
 # %% ../nbs/08_cli.ipynb #5683af55
-def _write_json(dest:Path, obj): _atomic_write(dest, lambda f: Path(f).write_text(json.dumps(obj, indent=2)))
+def _write_json(dest:Path, obj): atomic_write(dest, lambda f: Path(f).write_text(json.dumps(obj, indent=2)))
 
 def _phases(pretrained:bool, freeze_epochs:int, epochs:int, lr:float)->list:
     "The fits of a run: `(checkpoint name, epochs, lr, body frozen, fit_one_cycle kwargs)`; fastai's `fine_tune` for a pretrained body."
