@@ -11,5 +11,6 @@ from .loss import *
 from .metrics import *
 from .report import *
 from .inference import *
+from .deploy import *
 from .learner import *
 from .callbacks import *

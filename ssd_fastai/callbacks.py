@@ -24,7 +24,7 @@ def atomic_write(dest:Path, # the file to write
                 ):
     "Write `dest` through `write(tmp)` on a temporary file then a rename: `dest` is never half written, and a failed write leaves it as it was."
     dest = Path(dest)
-    tmp = dest.with_name(f'.{dest.name}.tmp')
+    tmp = dest.with_name(f'.{dest.stem}.tmp{dest.suffix}')   # the same suffix: some writers check it
     try: write(tmp)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -18,7 +18,7 @@ with warnings.catch_warnings():
     from ssd_fastai.metrics import evaluate_detections
     from ssd_fastai.inference import show_preds
     from ssd_fastai.learner import ssd_learner
-    from ssd_fastai.callbacks import Checkpoint, load_checkpoint, atomic_write
+    from ssd_fastai.callbacks import Checkpoint, load_checkpoint, set_rng_state, atomic_write
 
 # %% auto #0
 __all__ = ['CLIError', 'resolve_data', 'train', 'image_files', 'predict', 'evaluate', 'main']
@@ -61,6 +61,9 @@ def _fit_phases(learn, phases:list, meta:dict, resume:bool)->list:
         info = load_checkpoint(learn, name, meta) if resume and i==start else {}
         ckpt = Checkpoint(name, monitor='mAP50', best_fname=name.replace('checkpoint', 'best'), meta=meta, resume=info)
         if ckpt.start_epoch < n: learn.fit_one_cycle(n, lr, start_epoch=ckpt.start_epoch, cbs=ckpt, **kw)
+        else:   # a phase that had ended: what its end did (the best weights), and the random state it left
+            learn.load(ckpt.fname, with_opt=False)
+            set_rng_state(info['rng'], learn.dls)
         history += ckpt.history
     return history
 

@@ -11,8 +11,9 @@ import torch, torch.nn as nn
 import matplotlib.pyplot as plt
 import matplotlib.patches as patches
 from PIL import Image
+import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import batched_nms
+from torchvision.ops import nms
 from fastcore.basics import store_attr, ifnone
 from fastai.torch_core import tensor, show_image
 from fastai.vision.core import PILImage
@@ -35,19 +36,52 @@ def nms_loop(boxes:Tensor, # (N,4) xyxy boxes of one class
     return torch.stack(keep) if keep else order
 
 # %% ../nbs/06_inference.ipynb #b133dc7b
-def _rank_in_group(grp:Tensor, n_grp:int)->Tensor:
-    "Position of each element among the elements of its group, for `grp` sorted by group."
-    counts = torch.bincount(grp, minlength=n_grp)
-    return torch.ones_like(grp).cumsum(0)-1 - (counts.cumsum(0)-counts)[grp]
+def _nms_mask(b:Tensor, # (K,4) one image's candidate boxes, classes shifted apart
+              s:Tensor, # (K,) their scores
+              ok:Tensor, # (K,) the candidates that go into NMS
+              nms_thresh:float, # IoU above which a box is suppressed by a better one
+              far:Tensor, # (2,4) two boxes apart from each other and from all of `b`
+             )->Tensor: # (K,) mask of the candidates NMS keeps
+    "NMS on one image's candidates `ok`, plus two far boxes that it always keeps, put after them and dropped."
+    K = s.shape[0]
+    c = torch.cat([ok.nonzero().squeeze(1), torch.arange(K, K+2, device=s.device)])
+    keep = c[nms(torch.cat([b, far])[c], torch.cat([s, s.new_zeros(2)])[c], nms_thresh)]
+    return torch.zeros(K+2, dtype=torch.bool, device=s.device).scatter(0, keep, True)[:K]
 
 # %% ../nbs/06_inference.ipynb #7fcb7782
-def _per_class_nms(bxs:Tensor, s:Tensor, lbl:Tensor, img:Tensor, n_img:int, nms_thresh:float)->Tensor:
-    "Indices kept by NMS inside each class, image by image: grouped by image, best first in each; `img` (sorted) is the image of each box."
-    if n_img == 1: return batched_nms(bxs, s, lbl, nms_thresh)   # one call, and no data-dependent split for `torch.jit.trace` to freeze
-    parts = torch.arange(len(img), device=img.device).split(torch.bincount(img, minlength=n_img).tolist())
-    return torch.cat([p[batched_nms(bxs[p], s[p], lbl[p], nms_thresh)] for p in parts])
+def _nms_by_image(bxs:Tensor, # (B,K,4) candidate boxes
+                  s:Tensor, # (B,K) their scores
+                  lbl:Tensor, # (B,K) their classes
+                  ok:Tensor, # (B,K) the candidates that go into NMS
+                  nms_thresh:float, # IoU above which a box is suppressed by a better one of its class
+                 )->Tensor: # (B,K) mask of the candidates NMS keeps
+    "NMS within each class, image by image: a Python loop, or a `torch.while_loop` in an exported graph."
+    B,K = s.shape
+    lo,hi = bxs.min(),bxs.max()
+    bxs = bxs + (lbl*(hi-lo+1))[...,None]                # classes apart: NMS on an image is NMS within each class
+    far = lo - bxs.new_tensor([[4,4,3,3],[2,2,1,1]])     # below and left of every box
+    kept = torch.zeros(B, K, dtype=torch.bool, device=s.device)
+    if not torch.compiler.is_exporting():
+        for i,n in enumerate(ok.sum(1).tolist()):
+            if n: kept[i] = _nms_mask(bxs[i], s[i], ok[i], nms_thresh, far)
+        return kept
+    def body(i, kept):
+        b,si,oki = (t.index_select(0, i)[0] for t in (bxs, s, ok))
+        return i+1, kept.index_copy(0, i, _nms_mask(b, si, oki, nms_thresh, far)[None])
+    n = torch.full((1,), B, device=s.device)
+    return torch.while_loop(lambda i, kept: (i < n).all(), body, (torch.zeros(1, dtype=torch.long, device=s.device), kept))[1]
 
 # %% ../nbs/06_inference.ipynb #16787559
+def _first_k(kept:Tensor, # (B,K) mask
+             k:int)->Tensor: # (B,k) columns
+    "Columns of the first `k` True entries of each row of `kept`, in order (then of False ones, if there are fewer)."
+    rank = torch.where(kept, kept.cumsum(1), kept.shape[1]+1)
+    return rank.topk(k, dim=1, largest=False).indices
+
+def _take(t:Tensor, idx:Tensor)->Tensor:
+    "Rows `idx` `(B,k)` of each batch item of `t` `(B,K,4)`: `(B,k,4)`."
+    return t.gather(1, idx[...,None].expand(-1,-1,t.shape[-1]))
+
 def decode_dets(scores:Tensor, # (B,A,C) class probabilities, column j is vocab index j+1
                 boxes:Tensor, # (B,A,4) boxes, scaled xyxy
                 score_thresh:float=0.05, # drop detections scoring below this
@@ -55,19 +89,19 @@ def decode_dets(scores:Tensor, # (B,A,C) class probabilities, column j is vocab 
                 max_det:int=100, # detections kept per image
                 pre_nms:int=1000, # candidates per image going into NMS
                )->tuple: # boxes (B,K,4), labels (B,K), scores (B,K) with K=max_det; label 0 is an empty slot
-    "Threshold, per-class NMS and top-k for a whole batch at once."
+    "Threshold, per-class NMS and top-k for a whole batch at once, in operations that export."
     B,A,C = scores.shape
-    top_s,top_i = scores.flatten(1).topk(min(pre_nms, A*C), dim=1)
+    top_s,top_i = scores.flatten(1).topk(min(pre_nms, A*C), dim=1)     # (B,K), best first in each image
     anc,lbl = top_i//C, top_i%C
-    img = torch.arange(B, device=scores.device)[:,None].expand_as(anc)
-    ok = top_s > score_thresh
-    bxs,s,lbl,img = boxes[img[ok], anc[ok]], top_s[ok], lbl[ok], img[ok]
-    keep = _per_class_nms(bxs.float(), s.float(), lbl, img, B, nms_thresh)   # grouped by image, best first
-    rank = _rank_in_group(img[keep], B)
-    keep,rank = keep[rank<max_det], rank[rank<max_det]
-    out_b,out_l,out_s = boxes.new_zeros(B,max_det,4), lbl.new_zeros(B,max_det), scores.new_zeros(B,max_det)
-    out_b[img[keep],rank],out_l[img[keep],rank],out_s[img[keep],rank] = bxs[keep], lbl[keep]+1, s[keep]
-    return out_b,out_l,out_s
+    bxs = _take(boxes, anc)
+    kept = _nms_by_image(bxs.float(), top_s.float(), lbl, top_s > score_thresh, nms_thresh)
+    idx = _first_k(kept, min(max_det, kept.shape[1]))
+    ok = kept.gather(1, idx)
+    out_b = torch.where(ok[...,None], _take(bxs, idx), 0)
+    out_l = torch.where(ok, lbl.gather(1, idx)+1, 0)
+    out_s = torch.where(ok, top_s.gather(1, idx), 0)
+    pad = max_det - idx.shape[1]                                         # fewer candidates than `max_det`
+    return F.pad(out_b, (0,0,0,pad)), F.pad(out_l, (0,pad)), F.pad(out_s, (0,pad))
 
 # %% ../nbs/06_inference.ipynb #9194089c
 def decode_dets_loop(scores, boxes, score_thresh=0.05, nms_thresh=0.5, max_det=100):
@@ -123,7 +157,11 @@ def show_preds(img, # image, path or tensor
 # %% ../nbs/06_inference.ipynb #886b045e
 class Detector(nn.Module):
     "Normalise, run the model, decode: `(B,3,H,W)` images in [0,1] -> boxes in input pixels, labels, scores."
-    def __init__(self, model:nn.Module, coder, mean:Tensor, std:Tensor, decoder:DetDecoder):
+    def __init__(self, model:nn.Module, # returns `(clas, box, anc)` like `SSDModel`
+                 coder, # its box coder
+                 mean:Tensor, std:Tensor, # the normalisation of its training data
+                 decoder:DetDecoder|None, # None: return the class scores `(B,A,C)` and boxes `(B,A,4)` of every anchor
+                ):
         super().__init__()
         self.model,self.coder,self.decoder = model,coder,decoder
         self.register_buffer('mean', torch.as_tensor(mean).view(1,-1,1,1))
@@ -131,5 +169,8 @@ class Detector(nn.Module):
 
     def forward(self, x:Tensor):
         clas,box,anc = self.model((x-self.mean)/self.std)
-        b,l,s = self.decoder(clas.sigmoid(), self.coder.decode(box, anc).clamp(-1, 1))
-        return scaled2pixels(b, (x.shape[-1], x.shape[-2])), l, s
+        scores,boxes = clas.sigmoid(), self.coder.decode(box, anc).clamp(-1, 1)
+        sz = x.shape[-1],x.shape[-2]
+        if self.decoder is None: return scores, scaled2pixels(boxes, sz)
+        b,l,s = self.decoder(scores, boxes)
+        return torch.where(l[...,None]>0, scaled2pixels(b, sz), 0), l, s

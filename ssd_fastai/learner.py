@@ -14,6 +14,8 @@ from .model import ssd_model, largest_object_model, body_head_split
 from .loss import SSDLoss, LargestObjectLoss, clas_loss, loc_loss, pos_per_img, detn_acc, detn_l1
 from .metrics import MeanAP
 from .inference import Detector, DetDecoder, show_preds, _img_size
+from .deploy import export_onnx, export_program
+from .callbacks import atomic_write
 
 # %% auto #0
 __all__ = ['SSDLearner', 'detection_metrics', 'ssd_learner', 'largest_object_learner']
@@ -72,30 +74,25 @@ class SSDLearner(Learner):
     def export(self, fname='export.pkl', **kwargs):
         "Export for inference like `Learner.export`, atomically, with the list of training images in `trained_on`."
         if self.dls.train.n: self.trained_on = _train_files(self.dls)   # an exported learner has no data left: keep what it had
-        dest = self.path/fname
-        tmp = dest.with_name(f'.{dest.name}.tmp')
-        try: super().export(tmp.absolute(), **kwargs)   # absolute: `Learner.export` prepends `self.path` again
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, dest)
+        atomic_write(self.path/fname, lambda tmp: super(SSDLearner, self).export(Path(tmp).absolute(), **kwargs))   # absolute: `Learner.export` prepends `self.path`
 
-    def to_detector(self)->Detector:
+    def to_detector(self, decode:bool=True, # False: no decoding, every anchor's class scores and box
+                   )->Detector:
         "A `Detector` with a copy of this learner's model (on the CPU, in eval mode), normalisation, box coder and decoder settings."
         mean,std = _norm_stats(self.dls)
-        decoder = getattr(self.loss_func, 'decoder', None) or DetDecoder()
+        decoder = deepcopy(getattr(self.loss_func, 'decoder', None) or DetDecoder()) if decode else None
         return Detector(deepcopy(self.model), self.loss_func.coder, mean, std, decoder).cpu().eval()
 
-    def export_torchscript(self, fname='detector.pt', size=None):
-        "Trace `to_detector()` at the size of the training images (or `size=(h,w)`) and save it as TorchScript."
-        size = ifnone(size, self.dls.one_batch()[0].shape[-2:])
-        det = self.to_detector()
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            ts = torch.jit.trace(det, torch.rand(1, 3, *size), check_trace=False)
-        dest = self.path/fname
-        ts.save(str(dest))
-        return dest
+    @delegates(export_onnx, but=['src'])
+    def export_onnx(self, fname='detector.onnx', **kwargs)->Path:
+        "The detector as an ONNX file in `self.path` (see `export_onnx`)."
+        return export_onnx(self, fname, **kwargs)
+
+    @delegates(export_program, but=['src'])
+    def export_program(self, fname='detector.pt2', **kwargs)->Path:
+        "The detector as a `torch.export` program in `self.path` (see `export_program`)."
+        return export_program(self, fname, **kwargs)
+
 
 # %% ../nbs/07_learner.ipynb #e1ebc2ec
 def _add_norm(dls, mean, std):

@@ -17,7 +17,7 @@ from fastcore.basics import store_attr
 from fastcore.foundation import L
 from fastcore.meta import delegates
 from fastai.layers import ConvLayer
-from fastai.torch_core import params
+from fastai.torch_core import params, TensorBase
 from .anchors import anchor_boxes, anchors_per_cell, SSD_ZOOMS, SSD_RATIOS
 
 # %% auto #0
@@ -86,7 +86,8 @@ class TimmFeatures(nn.Module):
         return self.model.feature_info.reduction()
     def forward(self, x:Tensor)->list:
         "The feature maps of `x`, computed on a plain tensor: fastai's `TensorImage` adds a Python dispatch to every operation."
-        return self.model(x.as_subclass(Tensor))
+        if isinstance(x, TensorBase): x = x.as_subclass(Tensor)   # only then: on the fake tensors of `torch.export` it would make a constant
+        return self.model(x)
 
 # %% ../nbs/03_model.ipynb #78ea19e7
 class LargestObjectHead(nn.Sequential):
@@ -206,7 +207,7 @@ class SSDModel(nn.Module):
         clas,box,grids = self.head(self.body(x))
         if grids != self.grids or self.anchors.device != box.device:
             self.anchors,self.grids = anchor_boxes(grids, self.zooms, self.ratios).to(box.device),grids
-        return clas, box, self.anchors[None].expand(len(x), -1, -1)
+        return clas, box, self.anchors[None].expand(x.shape[0], -1, -1)   # not len(x), which would fix the batch size of an exported graph
 
 # %% ../nbs/03_model.ipynb #e3bd52ef
 @delegates(SSDHead, but=['chs', 'reductions', 'n_cls', 'k'])
