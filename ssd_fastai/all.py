@@ -14,3 +14,4 @@ from .inference import *
 from .deploy import *
 from .learner import *
 from .callbacks import *
+from .lesson import *

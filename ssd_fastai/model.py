@@ -22,7 +22,7 @@ from .anchors import anchor_boxes, anchors_per_cell, SSD_ZOOMS, SSD_RATIOS
 
 # %% auto #0
 __all__ = ['timm_features', 'TimmFeatures', 'LargestObjectHead', 'LargestObjectModel', 'largest_object_model', 'StdConv',
-           'flatten_conv', 'OutConv', 'TopDownFPN', 'SSDHead', 'SSDModel', 'ssd_model', 'body_head_split']
+           'flatten_conv', 'OutConv', 'L2Norm', 'TopDownFPN', 'SSDHead', 'SSDModel', 'ssd_model', 'body_head_split']
 
 # %% ../nbs/03_model.ipynb #628b2393
 def _load_state(fname):
@@ -132,13 +132,28 @@ def flatten_conv(x:Tensor, k:int)->Tensor:
 class OutConv(nn.Module):
     "Predictions of one level: class logits (B, h*w*k, n_cls) and box activations (B, h*w*k, 4)."
     def __init__(self, ni:int, k:int, n_cls:int,
-                 prior=0.01): # initial probability of every class
+                 prior=0.01, # initial probability of every class
+                 init_std=0.01, # std of the initial weights: small, so that the outputs start at the prior and the anchors
+                ):
         super().__init__()
         store_attr('k,n_cls')
         self.clas = nn.Conv2d(ni, k*n_cls, 3, padding=1)
         self.box  = nn.Conv2d(ni, k*4,     3, padding=1)
+        for c in (self.clas, self.box): nn.init.normal_(c.weight, std=init_std)
         nn.init.constant_(self.clas.bias, -math.log((1-prior)/prior))
+        nn.init.zeros_(self.box.bias)
     def forward(self, x:Tensor): return flatten_conv(self.clas(x), self.k), flatten_conv(self.box(x), self.k)
+
+# %% ../nbs/03_model.ipynb #e229a78a
+class L2Norm(nn.Module):
+    "SSD's L2Norm: each cell's feature vector scaled to unit L2 norm, times a learnt per-channel `weight` (initially `sqrt(ni)`: unit rms)."
+    def __init__(self, ni:int, # channels
+                 scale:float|None=None, # initial weight (default `sqrt(ni)`; the SSD paper used 20 for its 512 channels)
+                 eps:float=1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.full((ni,), scale or math.sqrt(ni)))
+    def forward(self, x:Tensor)->Tensor: return F.normalize(x, dim=1, eps=self.eps) * self.weight[:,None,None]
 
 # %% ../nbs/03_model.ipynb #e681412e
 class TopDownFPN(nn.Module):
@@ -164,7 +179,9 @@ class SSDHead(nn.Module):
                  adapt=False, # a 3x3 `StdConv` on each body level used first (the lesson's `sconv0`)
                  nf=256, # channels of the head's convolutions
                  drop=0.1, # dropout of the `StdConv`s
-                 prior=0.01): # initial class probability
+                 prior=0.01, # initial class probability
+                 norm=True, # an `L2Norm` on each body level used: the head sees features of one scale, whatever the body
+                ):
         super().__init__()
         strides,last = sorted(strides),reductions[-1]
         bad = [s for s in strides if s < last and s not in reductions]
@@ -178,6 +195,7 @@ class SSDHead(nn.Module):
         self.level_strides = body_strides + [last*2**i for i in range(1, n_extra+1)]
         self.out_idx = [i for i,s in enumerate(self.level_strides) if s in strides]
         chs_in = [chs[i] for i in self.body_idx]
+        self.norms = nn.ModuleList([L2Norm(c) for c in chs_in]) if norm else None
         self.fpn   = TopDownFPN(chs_in, nf, drop) if fpn else None
         self.adapt = nn.ModuleList([StdConv(c, nf, stride=1, drop=drop) for c in chs_in]) if adapt and not fpn else None
         lvl_chs = (chs_in if not (fpn or adapt) else [nf]*len(chs_in)) + [nf]*n_extra   # channels of each level
@@ -186,6 +204,7 @@ class SSDHead(nn.Module):
 
     def forward(self, feats:list):
         xs = [feats[i] for i in self.body_idx]
+        if self.norms is not None: xs = [n(x) for n,x in zip(self.norms, xs)]
         if self.fpn is not None: xs = self.fpn(xs)
         elif self.adapt is not None: xs = [conv(x) for conv,x in zip(self.adapt, xs)]
         for conv in self.extra: xs.append(conv(xs[-1]))

@@ -1,6 +1,8 @@
 "Shapes, anchors, gradients and weight loading of the models in `ssd_fastai.model` (pretrained=False: no network)."
 import os, subprocess, sys, warnings
+import math
 import pytest, torch, timm
+from torch import nn
 from ssd_fastai.anchors import anchor_boxes, anchor_sizes, grid_centres, SSD_ZOOMS
 from ssd_fastai.model import *
 
@@ -130,3 +132,35 @@ def test_head_with_and_without_adapting_convs(strides):
         outs[adapt] = m(x)
     for a,b in zip(outs[False], outs[True]): assert a.shape == b.shape
     torch.testing.assert_close(outs[False][2], outs[True][2])
+
+class _Scaled(nn.Module):
+    "A body whose feature maps are rescaled to a std of `std` (a pretrained body's on real photos: 3 to 9), or left as they are."
+    def __init__(self, body, std): super().__init__(); self.body,self.std = body,std
+    def forward(self, x): return [f*(self.std/f.std()) if self.std else f for f in self.body(x)]
+
+def _start_losses(arch, std, norm=True, seed=0):
+    "The SSD loss of a fresh model (in training mode) on one random batch, and the loss of predictions at the prior (logits at the prior, boxes at the anchors)."
+    from ssd_fastai.loss import SSDLoss
+    torch.manual_seed(seed)
+    m = ssd_model(arch, n_cls=5, pretrained=False, norm=norm).train()
+    m.body = _Scaled(m.body, std)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(4, 3, 128, 128, generator=g)
+    c = torch.rand(4, 6, 2, generator=g)*1.4-0.7; wh = torch.rand(4, 6, 2, generator=g)*0.6+0.1
+    bb, lbl = torch.cat([c-wh/2, c+wh/2], -1).clamp(-1, 1), torch.randint(0, 6, (4, 6), generator=g)
+    lf = SSDLoss()
+    with torch.no_grad():
+        clas, box, anc = m(x)
+        return lf((clas, box, anc), bb, lbl).item(), lf((torch.full_like(clas, -math.log(99)), torch.zeros_like(box), anc), bb, lbl).item()
+
+@pytest.mark.parametrize('arch', ['resnet10t', 'efficientnet_b0', 'convnext_atto', 'mobilenetv3_small_050'])
+@pytest.mark.parametrize('std', [None, 5.])
+def test_initial_loss_at_the_prior(arch, std):
+    "Before any step, the loss is within 10% of its value at the prior, for several families, from scratch and at a pretrained body's scale."
+    loss, prior = _start_losses(arch, std)
+    assert abs(loss - prior) < 0.1*prior, (loss, prior)
+
+def test_initial_loss_without_l2norm():
+    "Without `L2Norm` the same start is far from the prior at a pretrained body's feature scale: what the normalisation is there for."
+    loss, prior = _start_losses('efficientnet_b0', 5., norm=False)
+    assert loss > 1.5*prior, (loss, prior)   # about twice the prior loss
