@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np, torch
 from fastcore.basics import store_attr, ifnone
 from fastcore.foundation import L
-from fastai.callback.tracker import SaveModelCallback
+from fastai.callback.tracker import SaveModelCallback, TrackerCallback
 from fastai.learner import save_model
 from fastai.torch_core import get_random_states, set_random_states, get_model, tensor, rank_distrib
 
@@ -74,7 +74,8 @@ class Checkpoint(SaveModelCallback):
 
     def after_epoch(self):
         if self.epoch < self.start_epoch: return   # an epoch done before a resume, skipped by `fit(start_epoch=...)`
-        super().after_epoch()
+        TrackerCallback.after_epoch(self)          # `SaveModelCallback`'s, without its message: a log keeps one line per epoch
+        if self.new_best: self._save(self.fname)
         names,row = self.recorder.metric_names[1:-1],self.recorder.values[-1]   # the names without 'epoch' and 'time'
         self.history.append(dict(epoch=self.epoch, **{n:float(v) for n,v in zip(names, row)}))
         if rank_distrib(): return

@@ -6,16 +6,17 @@ Docs: https://ssd-fastai.github.io/ssd_fastai/cli.html.md"""
 
 # %% ../nbs/08_cli.ipynb #023fcff1
 from __future__ import annotations
-import argparse, glob, inspect, json, warnings
+import argparse, contextlib, glob, inspect, json, sys, warnings
 from pathlib import Path
 from fastcore.docments import docments
 with warnings.catch_warnings():
     warnings.simplefilter('ignore', FutureWarning)   # importing fastai raises torch's TorchScript deprecation, which is not ours to show
     from fastai.vision.all import *
-    from ssd_fastai.records import read_detections, dataset_splits, local_datasets
+    from ssd_fastai.records import read_detections, dataset_splits
     from ssd_fastai.shapes import make_shapes
     from ssd_fastai.data import detection_dls
-    from ssd_fastai.metrics import evaluate_detections
+    from ssd_fastai.metrics import evaluate_detections, to_coco
+    from ssd_fastai.report import RunReport, EpochLines, write_eval_report
     from ssd_fastai.inference import show_preds
     from ssd_fastai.learner import ssd_learner
     from ssd_fastai.callbacks import Checkpoint, load_checkpoint, set_rng_state, atomic_write
@@ -48,27 +49,48 @@ def _phases(pretrained:bool, freeze_epochs:int, epochs:int, lr:float)->list:
     return [('checkpoint_frozen', freeze_epochs, slice(lr), True, dict(pct_start=0.99)),
             ('checkpoint', epochs, slice(lr/2/100, lr/2), False, dict(pct_start=0.3, div=5.))]
 
-def _fit_phases(learn, phases:list, meta:dict, resume:bool)->list:
+def _progress(learn, lines:bool):
+    "Progress bars, or (`lines`: for a log) one printed line per epoch instead."
+    return learn.no_bar() if lines else contextlib.nullcontext()
+
+def _fit_phases(learn, phases:list, meta:dict, resume:bool, lines:bool)->list:
     "Run the `phases` in order, each with its own `Checkpoint`, continuing from the last checkpoint written on `resume`; the history of all."
     saved = [i for i,(name,*_) in enumerate(phases) if (learn.path/learn.model_dir/f'{name}.pth').exists()]
     if resume and not saved: raise CLIError(f"--resume: no checkpoint in {learn.path}")
     start,history = saved[-1] if resume else 0,[]
     for i,(name,n,lr,frozen,kw) in enumerate(phases):
+        first_epoch = sum(p[1] for p in phases[:i])   # the run's epochs are numbered across its fits
         if i < start:   # a phase done before the interruption: its history only
             history += json.loads((learn.path/learn.model_dir/f'{name}.json').read_text())['history']; continue
         if frozen: learn.freeze()
         else: learn.unfreeze()   # both clear the optimiser's state: before loading a checkpoint's
         info = load_checkpoint(learn, name, meta) if resume and i==start else {}
         ckpt = Checkpoint(name, monitor='mAP50', best_fname=name.replace('checkpoint', 'best'), meta=meta, resume=info)
-        if ckpt.start_epoch < n: learn.fit_one_cycle(n, lr, start_epoch=ckpt.start_epoch, cbs=ckpt, **kw)
+        cbs = [ckpt, RunReport(first_epoch=first_epoch)] + ([EpochLines()] if lines else [])
+        if ckpt.start_epoch < n:
+            with _progress(learn, lines): learn.fit_one_cycle(n, lr, start_epoch=ckpt.start_epoch, cbs=cbs, **kw)
         else:   # a phase that had ended: what its end did (the best weights), and the random state it left
             learn.load(ckpt.fname, with_opt=False)
             set_rng_state(info['rng'], learn.dls)
         history += ckpt.history
     return history
 
+def _score(learn, recs:list)->tuple:
+    "Detections of `learn` on the records' images and their ground truth, per image, in the pixels of the original images."
+    idx = {c:i for i,c in enumerate(learn.dls.vocab)}
+    dets = [dict(boxes=b, labels=torch.tensor([idx[c] for c in l], dtype=torch.long), scores=s)
+            for b,l,s in learn.predict_batch([r.fname for r in recs])]
+    gts = [dict(boxes=r.bboxes, labels=[idx[c] for c in r.labels], difficult=r.difficult) for r in recs]
+    return dets,gts
+
+def _report(out:Path, dets:list, gts:list, vocab:list)->pd.DataFrame:
+    "Write the evaluation report of `dets` against `gts` to `out` (per-class table, curves, confusion matrix, COCO detections); print the table."
+    tbl = write_eval_report(out, dets, gts, vocab)
+    print(tbl.to_string(index=False, float_format='%.3f', na_rep='-'))
+    return tbl
+
 def train(data:str=None, # a VOC/COCO/YOLO folder, a COCO JSON or CSV file, 'pascal' (fastai's PASCAL_2007), or nothing for the synthetic shapes
-          out:str='runs/ssd', # folder for the model, pictures, metrics and checkpoints
+          out:str='runs/ssd', # folder for the model, its report and checkpoints
           arch:str='resnet18', # timm architecture of the body
           pretrained:bool=False, # start from timm's ImageNet weights (downloaded once) and fine-tune: frozen body first, then all of it
           size:int=128, # training image size
@@ -83,7 +105,7 @@ def train(data:str=None, # a VOC/COCO/YOLO folder, a COCO JSON or CSV file, 'pas
           resume:bool=False, # continue from the last checkpoint in --out
           strides:tuple=(8,16,32,64), # strides of the feature maps the head predicts from (8: small objects)
          )->dict: # the final metrics
-    "Train an SSD; write ssd.pkl, results.png, metrics.json and checkpoints to --out."
+    "Train an SSD; write ssd.pkl, the run report, metrics.json and checkpoints to --out."
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(seed, reproducible=True)
@@ -93,12 +115,14 @@ def train(data:str=None, # a VOC/COCO/YOLO folder, a COCO JSON or CSV file, 'pas
     meta = dict(data=data, arch=arch, pretrained=pretrained, size=size, bs=bs, epochs=epochs, freeze_epochs=freeze_epochs if pretrained else 0,
                 lr=lr, train_split=train_split, valid_split=valid_split, n_images=n_images, seed=seed, strides=list(strides))
     learn = ssd_learner(dls, arch=arch, pretrained=pretrained, path=out, model_dir='.', strides=strides)
-    history = _fit_phases(learn, _phases(pretrained, freeze_epochs, epochs, lr), meta, resume)
-    final = dict(zip(['valid_loss', *learn.metrics.attrgot('name')], map(float, learn.validate())))
+    lines = not sys.stdout.isatty()
+    history = _fit_phases(learn, _phases(pretrained, freeze_epochs, epochs, lr), meta, resume, lines)
+    with _progress(learn, lines): final = dict(zip(['valid_loss', *learn.metrics.attrgot('name')], map(float, learn.validate())))
     learn.export('ssd.pkl')
     learn.show_results(max_n=4)
     plt.gcf().savefig(out/'results.png', dpi=80)
     plt.close('all')
+    _report(out, *_score(learn, dls.valid.items), learn.dls.vocab)
     _write_json(out/'metrics.json', dict(final=final, history=history, settings=meta, vocab=list(dls.vocab[1:]), split=dls.split_desc,
                                          n_train=len(dls.train_ds), n_valid=len(dls.valid_ds)))
     return final
@@ -114,7 +138,7 @@ def image_files(items:list)->list:
         if Path(it).is_dir(): fs = sorted(p for p in Path(it).iterdir() if p.suffix.lower() in _IMAGE_EXTS)
         elif _is_pattern(it): fs = sorted(Path(p) for p in glob.glob(it, recursive=True) if Path(p).is_file())
         else: fs = [Path(it)] if Path(it).is_file() else []
-        if not fs: raise CLIError(f"image file not found: {it}" if not _is_pattern(it) and not Path(it).is_dir() else f"no image in {it}")
+        if not fs: raise CLIError(f"no image in {it}" if Path(it).is_dir() or _is_pattern(it) else f"image file not found: {it}")
         res += fs
     return res
 
@@ -129,19 +153,22 @@ def predict(model:str, # an exported learner, e.g. runs/ssd/ssd.pkl
             images:list, # image files, folders of images, or glob patterns ('photos/*.jpg')
             out:str='predictions', # folder for the annotated images and predictions.json
             score_thresh:float=0.3, # minimum score of the detections kept
+            save_json:bool=False, # also write predictions_coco.json: the detections as COCO results (image ids 1..N in the order of predictions.json)
            )->list: # one dict per image
     "Detect objects in images; write annotated copies and predictions.json (boxes in pixels, labels, scores) to --out."
     learn,files = _load(model),image_files(images)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    res = []
+    res,dets,idx = [],[],{c:i for i,c in enumerate(learn.dls.vocab)}
     for f,(b,l,s) in zip(files, learn.predict_batch(files)):
         k = s > score_thresh
         res.append(dict(image=str(f), boxes=b[k].tolist(), labels=list(L(l)[k.tolist()]), scores=s[k].tolist()))
+        dets.append(dict(boxes=b[k], labels=[idx[c] for c in res[-1]['labels']], scores=s[k]))
         ax = show_preds(f, b[k], L(l)[k.tolist()], s[k], vocab=learn.dls.vocab, figsize=(6,6))
         ax.figure.savefig(out/f'{Path(f).stem}.png', dpi=80, bbox_inches='tight')
         plt.close('all')
     _write_json(out/'predictions.json', res)
+    if save_json: _write_json(out/'predictions_coco.json', to_coco(dets, learn.dls.vocab))
     return res
 
 # %% ../nbs/08_cli.ipynb #be7af778
@@ -154,8 +181,9 @@ def evaluate(model:str, # an exported learner, e.g. runs/ssd/ssd.pkl
              *, data:str, # a VOC/COCO/YOLO folder, a COCO JSON or CSV file, with ground truth
              split:str=None, # the split to score (default: the dataset's 'val', where it has one; else all its images)
              allow_seen:bool=False, # score it even if the model was trained on some of its images
+             out:str=None, # folder for the report (default: eval_SPLIT next to the model)
             )->dict: # COCO and VOC mAPs, the split scored and its number of images
-    "The mAPs of a model on a labelled dataset; in the pixels of the original images, VOC difficult objects ignored."
+    "The mAPs of a model on a labelled dataset; in the pixels of the original images, VOC difficult objects ignored; writes a report."
     learn,path = _load(model),Path(data).expanduser()
     if not path.exists(): raise CLIError(f"--data: {path} does not exist")
     split = _eval_split(path, split)
@@ -165,12 +193,11 @@ def evaluate(model:str, # an exported learner, e.g. runs/ssd/ssd.pkl
     if seen and not allow_seen:
         raise CLIError(f"{len(seen)} of the {len(recs)} images of {what} were used to train this model: their scores say nothing "
                        f"about new images (choose another --split, or pass --allow-seen to score them anyway)")
-    idx = {c:i for i,c in enumerate(learn.dls.vocab)}
-    dets = [dict(boxes=b, labels=torch.tensor([idx[c] for c in l], dtype=torch.long), scores=s)
-            for b,l,s in learn.predict_batch([r.fname for r in recs])]
-    gts = [dict(boxes=r.bboxes, labels=[idx[c] for c in r.labels], difficult=r.difficult) for r in recs]
+    out = Path(out) if out is not None else Path(model).parent/f"eval_{split or 'all'}"
+    dets,gts = _score(learn, recs)
     res = evaluate_detections(dets, gts, vocab=learn.dls.vocab)
-    return dict(scored=what, n_images=len(recs), seen=len(seen), **{k:float(v) for k,v in res.items() if k != 'per_class'})
+    _report(out, dets, gts, learn.dls.vocab)
+    return dict(scored=what, n_images=len(recs), seen=len(seen), report=str(out), **{k:float(v) for k,v in res.items() if k != 'per_class'})
 
 # %% ../nbs/08_cli.ipynb #1568a18d
 def _add_args(p:argparse.ArgumentParser, func):
@@ -206,14 +233,15 @@ def _check_args(a):
     "One-line errors for values argparse accepts but training cannot use."
     for k in ('size', 'bs', 'epochs', 'n_images', 'freeze_epochs'):
         v = getattr(a, k, None)
-        if v is not None and (v <= 0 if k != 'freeze_epochs' else v < 0): raise CLIError(f"--{k.replace('_','-')} must be positive")
+        if v is not None and v < (k != 'freeze_epochs'): raise CLIError(f"--{k.replace('_','-')} must be {'positive' if k != 'freeze_epochs' else 'zero or more'}")
     if getattr(a, 'lr', 1) <= 0: raise CLIError("--lr must be positive")
 
-def _report(cmd:str, res, a):
+def _print_result(cmd:str, res, a):
     "Print what a command did."
     if cmd == 'train':
         print(json.dumps(res, indent=2))
-        print(f"wrote {Path(a.out)/'ssd.pkl'}, {Path(a.out)/'results.png'} and {Path(a.out)/'metrics.json'}")
+        print(f"wrote {Path(a.out)/'ssd.pkl'}, the run report (results.csv, curves.png, per_class.csv, pr_curve.png, confusion_matrix.png, "
+              f"detections_coco.json, results.png) and metrics.json to {a.out}")
     elif cmd == 'predict':
         for r in res: print(f"{r['image']}: {len(r['labels'])} objects: " + ', '.join(f'{l} {s:.2f}' for l,s in zip(r['labels'], r['scores'])))
         print(f"wrote annotated images and predictions.json to {a.out}")
@@ -227,5 +255,5 @@ def main(argv=None):
     if 'strides' in kw: kw['strides'] = tuple(kw['strides'])
     try:
         _check_args(a)
-        _report(a.cmd, _COMMANDS[a.cmd](**kw), a)
+        _print_result(a.cmd, _COMMANDS[a.cmd](**kw), a)
     except (CLIError, OSError, ValueError) as e: p.exit(2, f"ssd-fastai: error: {e}\n")   # OSError: missing or unreadable files

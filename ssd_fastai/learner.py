@@ -135,19 +135,21 @@ def ssd_learner(dls:DataLoaders, # detection `DataLoaders`, e.g. from `detection
     return learn
 
 # %% ../nbs/07_learner.ipynb #80fbd067
-@delegates(largest_object_model, but=['n_cls'])
+@delegates(largest_object_model, but=['n_cls', 'size'])
 def largest_object_learner(dls:DataLoaders, # from `largest_object_dls`
                           arch:str='resnet34', pretrained:bool=True,
                           loss_func=None, # default: `LargestObjectLoss()`
-                          metrics=None, # default: `[detn_acc, detn_l1]`
+                          metrics=None, # default: `[detn_acc, detn_l1]`, the L1 in pixels of the images of `dls`
                           normalize:bool=True, # add `Normalize` with the body's statistics to `dls`
                           splitter=None, # default: `body_head_split`
                           cbs=None, path=None, opt_func=Adam, lr=defaults.lr, wd=None,
                           **kwargs)->Learner:
     "A `Learner` for the class and box of the largest object of each image."
-    model = largest_object_model(arch, n_cls=len(dls.vocab)-1, pretrained=pretrained, **kwargs)
+    h,w = dls.train.one_batch()[0].shape[-2:]   # the size of the images the model sees
+    model = largest_object_model(arch, n_cls=len(dls.vocab)-1, pretrained=pretrained, size=(h,w), **kwargs)
     if normalize: _add_norm(dls, model.body.mean, model.body.std)
-    learn = Learner(dls, model, loss_func=ifnone(loss_func, LargestObjectLoss()), metrics=ifnone(metrics, [detn_acc, detn_l1]),
+    metrics = ifnone(metrics, [detn_acc, partial(detn_l1, sz=(w,h))])
+    learn = Learner(dls, model, loss_func=ifnone(loss_func, LargestObjectLoss()), metrics=metrics,
                     splitter=ifnone(splitter, body_head_split), cbs=cbs, path=path, opt_func=opt_func, lr=lr, wd=wd)
     if pretrained or kwargs.get('weights') is not None: learn.freeze()
     return learn

@@ -335,10 +335,14 @@ class LargestObjectLoss:
         return loss if self.reduction=='none' else loss.sum() if self.reduction=='sum' else loss.mean()
 
 # %% ../nbs/04_loss.ipynb #17600ed5
-def detn_l1(pred:Tensor, bb:Tensor, lbl:Tensor)->Tensor:
-    "Mean L1 distance (scaled coordinates) between the predicted and the true box of the largest object."
+def detn_l1(pred:Tensor, bb:Tensor, lbl:Tensor,
+            sz:tuple|None=None, # (w,h) of the input images, for the L1 in their pixels; None: in scaled coordinates
+           )->Tensor:
+    "Mean L1 distance between the predicted and the true box of the largest object, scaled or in pixels of an input of size `sz`."
     bb,_ = _one_object(bb, lbl)
-    return F.l1_loss(sigmoid_box(_plain(pred)[:,:4].float()), bb)
+    d = (sigmoid_box(_plain(pred)[:,:4].float()) - bb).abs()
+    if sz is not None: d = d*d.new_tensor([sz[0], sz[1], sz[0], sz[1]])/2   # a scaled side of 2 is `w` (or `h`) pixels
+    return d.mean()
 
 def detn_acc(pred:Tensor, bb:Tensor, lbl:Tensor, lbl_offset:int=1)->Tensor:
     "Accuracy of the class predicted for the largest object."

@@ -91,14 +91,15 @@ class TimmFeatures(nn.Module):
 
 # %% ../nbs/03_model.ipynb #78ea19e7
 class LargestObjectHead(nn.Sequential):
-    "Pool -> flatten -> ReLU -> Dropout -> Linear -> ReLU -> BatchNorm -> Dropout -> Linear to `4+n_cls`."
+    "Pool to `pool` -> flatten -> Dropout -> Linear -> ReLU -> BatchNorm -> Dropout -> Linear to `4+n_cls`."
     def __init__(self, ni:int, # channels of the body's last feature map
                  n_cls:int, # number of classes
-                 pool=4, # side of the pooled map
+                 pool=7, # (h,w), or side, the map is pooled to and flattened at: the map's own size flattens it as it is
                  n_hidden=256, # width of the hidden layer
-                 drop=0.5): # dropout probability
-        super().__init__(nn.AdaptiveAvgPool2d(pool), nn.Flatten(), nn.ReLU(), nn.Dropout(drop),
-                         nn.Linear(ni*pool*pool, n_hidden), nn.ReLU(), nn.BatchNorm1d(n_hidden), nn.Dropout(drop),
+                 drop=0.5): # probability of both dropouts
+        h,w = (pool,pool) if isinstance(pool, int) else tuple(pool)
+        super().__init__(nn.AdaptiveAvgPool2d((h,w)), nn.Flatten(), nn.Dropout(drop),
+                         nn.Linear(ni*h*w, n_hidden), nn.ReLU(), nn.BatchNorm1d(n_hidden), nn.Dropout(drop),
                          nn.Linear(n_hidden, 4+n_cls))
 
 # %% ../nbs/03_model.ipynb #801a3861
@@ -110,11 +111,23 @@ class LargestObjectModel(nn.Module):
     def forward(self, x:Tensor)->Tensor: return self.head(self.body(x)[-1])
 
 # %% ../nbs/03_model.ipynb #f9a7f22f
-@delegates(LargestObjectHead, but=['ni', 'n_cls'])
-def largest_object_model(arch='resnet34', n_cls=20, pretrained=True, weights=None, **kwargs)->LargestObjectModel:
+def _last_map_size(body:nn.Module, size)->tuple:
+    "(h,w) of the last feature map `body` makes of an image of `size` (a side or (h,w))."
+    h,w = (size,size) if isinstance(size, int) else tuple(size)
+    training = body.training
+    with torch.no_grad(): shape = body.eval()(torch.zeros(1, 3, h, w))[-1].shape[-2:]
+    body.train(training)
+    return tuple(shape)
+
+@delegates(LargestObjectHead, but=['ni', 'n_cls', 'pool'])
+def largest_object_model(arch='resnet34', n_cls=20, pretrained=True, weights=None,
+                         size=224, # side, or (h,w), of the images it will see: the head flattens the body's last map at that size
+                         pool=None, # or the (h,w) to pool that map to first
+                         **kwargs)->LargestObjectModel:
     "The lesson's largest-object model on a timm `arch`: output (B, 4+n_cls)."
     body = TimmFeatures(arch, pretrained, weights)
-    return LargestObjectModel(body, LargestObjectHead(body.channels[-1], n_cls, **kwargs))
+    if pool is None: pool = _last_map_size(body, size)
+    return LargestObjectModel(body, LargestObjectHead(body.channels[-1], n_cls, pool=pool, **kwargs))
 
 # %% ../nbs/03_model.ipynb #b1bfa9e2
 class StdConv(nn.Sequential):

@@ -150,7 +150,8 @@ def plot_pr_curves(dets:list, # per image: {'boxes','scores','labels'}
     if ax is None: _,ax = plt.subplots(figsize=figsize)
     for c in order:
         r,p,ap = curves[c]
-        env = _envelope(p) if len(p) else p
+        if not len(p): r,p = np.zeros(1),np.zeros(1)   # a class without a detection: no recall, no precision
+        env = _envelope(p)
         k = shown.index(c) if c in shown else None
         style = (dict(lw=.6, color='0.75', zorder=1) if k is None else
                  dict(lw=1.2, color=colors(k), ls='--' if len(shown) < len(order) and k >= n_show else '-', zorder=2, label=f'{vocab[c]}: {ap:.3f}'))
@@ -230,9 +231,10 @@ class RunReport(Callback):
     order = Recorder.order+1
     def __init__(self, fname='results.csv', # the history, one line per epoch
                  plot='curves.png', # its curves (None: no picture)
-                 dpi=80): # of the picture
-        store_attr()
-        self.next_epoch = 0                 # where a second `fit` with this callback goes on
+                 dpi=80, # of the picture
+                 first_epoch:int=0): # the number of the first epoch of the first fit (a run of several fits, restarted)
+        store_attr('fname,plot,dpi')
+        self.next_epoch = first_epoch       # where a second `fit` with this callback goes on
     def before_fit(self): self.first = self.next_epoch
     def before_epoch(self): self.start,self.trained = time.perf_counter(),False
     def before_train(self): self.trained = True    # not in epochs `fit(start_epoch=...)` skips, nor in `validate`

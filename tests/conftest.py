@@ -137,3 +137,25 @@ def cli(*args)->list:
     "The command line of the installed `ssd-fastai` with `args` (through Python where the script is not there)."
     exe = Path(sys.executable).parent/'ssd-fastai'
     return ([str(exe)] if exe.exists() else [sys.executable, '-c', 'from ssd_fastai.cli import main; main()']) + [str(a) for a in args]
+
+@pytest.fixture(scope='session')
+def hub_cache(tmp_path_factory):
+    "A Hugging Face cache holding 'pretrained' weights of timm's `resnet10t` (random ones, saved here), as timm finds downloaded ones offline."
+    import timm, safetensors.torch
+    d = tmp_path_factory.mktemp('hf')
+    torch.manual_seed(123)
+    m = timm.create_model('resnet10t', pretrained=False)
+    repo = d/'models--timm--resnet10t.c3_in1k'
+    (repo/'snapshots'/('0'*40)).mkdir(parents=True); (repo/'refs').mkdir()
+    safetensors.torch.save_file(m.state_dict(), str(repo/'snapshots'/('0'*40)/'model.safetensors'))
+    (repo/'refs'/'main').write_text('0'*40)
+    return d, m.state_dict()
+
+@pytest.fixture
+def offline_hub(hub_cache, monkeypatch):
+    "`pretrained=True` finds `hub_cache`'s weights in this process (and in the processes it starts), with no network."
+    import huggingface_hub.constants as hc
+    d, sd = hub_cache
+    monkeypatch.setattr(hc, 'HF_HUB_CACHE', str(d)); monkeypatch.setattr(hc, 'HF_HUB_OFFLINE', True)
+    monkeypatch.setenv('HF_HUB_CACHE', str(d)); monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    return sd

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from ssd_fastai.metrics import match_detections
-from ssd_fastai.report import confusion_matrix
+from ssd_fastai.report import confusion_matrix, plot_pr_curves
 
 def _boxes(rng, n, lo=0, hi=60):
     xy = rng.uniform(lo, hi, (n,2))
@@ -95,3 +95,12 @@ def test_against_ultralytics():
         cm = confusion_matrix(dets, gts, 5)
         o = np.r_[1:6, 0]
         np.testing.assert_array_equal(cm[np.ix_(o, o)], ref.matrix)
+
+def test_pr_curves_with_a_class_never_detected():
+    "A class with objects but no detection is drawn at zero, and the plot does not fail."
+    import matplotlib.pyplot as plt
+    gts = [dict(boxes=np.array([[0, 0, 10, 10], [20, 20, 30, 30]]), labels=np.array([1, 2]))]
+    dets = [dict(boxes=np.array([[0, 0, 10, 10]]), labels=np.array([1]), scores=np.array([.9]))]
+    ax = plot_pr_curves(dets, gts, ['#na#', 'cat', 'dog'])
+    assert {t.get_text() for t in ax.get_legend().get_texts()} >= {'cat: 1.000', 'dog: 0.000'}
+    plt.close('all')
