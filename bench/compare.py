@@ -40,7 +40,7 @@ from torchvision.models.detection.retinanet import RetinaNet
 from torchvision.models.detection.ssd import SSD, SSDHead
 from torchvision.models.detection.ssdlite import SSDLiteHead
 from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
-from ssd_fastai.records import read_voc, read_yolo, image_size, local_datasets
+from ssd_fastai.records import read_voc, read_yolo, read_image_size, local_datasets
 from ssd_fastai.shapes import make_shapes
 from ssd_fastai.transforms import det_aug_transforms
 from ssd_fastai.data import detection_dls, train_valid_records
@@ -102,7 +102,7 @@ class Scorer:
         idx = {c:i for i,c in enumerate(vocab)}
         # VOC's difficult objects as crowd regions: pycocotools' only way to ignore an object (no TP, no FP)
         self.gts = [dict(boxes=r.bboxes, labels=[idx[l] for l in r.labels], iscrowd=r.difficult) for r in recs]
-        sizes = [r.size if r.size else image_size(r.fname) for r in recs]
+        sizes = [r.size if r.size else read_image_size(r.fname) for r in recs]
         self.vocab,self.gt = list(vocab),to_coco(self.gts, vocab, images=[dict(width=w, height=h) for w,h in sizes])
 
     def __call__(self, dets:list, # per image: 'boxes' pixel xyxy, 'labels' vocab indices, 'scores'
@@ -276,7 +276,7 @@ def predict_valid(learn, ours):
             for o in model(xb): dets.append(dict(boxes=o['boxes'].cpu(), labels=o['labels'].cpu(), scores=o['scores'].cpu(), scaled=False))
         size = xb.shape[-1]                                    # the input side, S
     for d,r in zip(dets, recs):
-        w,h = r.size if r.size else image_size(r.fname)
+        w,h = r.size if r.size else read_image_size(r.fname)
         b = d.pop('boxes').float()
         d['boxes'] = (scaled2pixels(b, (w,h)) if d.pop('scaled') else b*torch.tensor([w/size, h/size, w/size, h/size])).numpy()
         d['labels'],d['scores'] = d['labels'].numpy(),d['scores'].numpy()

@@ -14,7 +14,7 @@ from .boxes import xyxy2cxcywh, cxcywh2xyxy
 
 # %% auto #0
 __all__ = ['LESSON_ZOOMS', 'SSD_ZOOMS', 'SSD_RATIOS', 'anchors_per_cell', 'grid_centres', 'anchor_sizes', 'grid_anchors',
-           'anchor_boxes', 'show_anchors', 'TanhCoder', 'SSDCoder']
+           'anchor_boxes', 'show_anchors', 'AnchorCoder', 'TanhCoder', 'SSDCoder']
 
 # %% ../nbs/02_anchors.ipynb #0cc4a843
 LESSON_ZOOMS = (0.7, 1., 1.3)                 # the lesson's anchor sizes, in cells
@@ -74,7 +74,14 @@ def show_anchors(anc:Tensor, # anchors in scaled cxcywh
     return ax
 
 # %% ../nbs/02_anchors.ipynb #3dad77b4
-class TanhCoder:
+class AnchorCoder:
+    "A box coder: `regress` maps the head's activations to a regression space, `t2box` and `encode` go between that space and boxes."
+    def decode(self, act:Tensor, anc:Tensor)->Tensor:
+        "Raw activations and anchors (cxcywh) -> boxes (xyxy)."
+        return self.t2box(self.regress(act), anc)
+    def __repr__(self): return f'{type(self).__name__}()'
+
+class TanhCoder(AnchorCoder):
     "The lesson's coder: centre moves up to half an anchor size, size scales by `1+tanh(a)/2`."
     def __init__(self, eps=1e-6): store_attr() # `eps` keeps targets strictly inside (-1,1)
     def regress(self, act:Tensor)->Tensor:
@@ -85,18 +92,14 @@ class TanhCoder:
         ctr = anc[...,:2] + t[...,:2]/2*anc[...,2:]
         wh  = anc[...,2:] * (1 + t[...,2:]/2)
         return cxcywh2xyxy(torch.cat([ctr, wh], dim=-1))
-    def decode(self, act:Tensor, anc:Tensor)->Tensor:
-        "Raw activations and anchors (cxcywh) -> boxes (xyxy)."
-        return self.t2box(self.regress(act), anc)
     def encode(self, bb:Tensor, anc:Tensor)->Tensor:
         "Boxes (xyxy) and anchors (cxcywh) -> targets in tanh space, clamped to (-1,1)."
         b = xyxy2cxcywh(bb)
         t = torch.cat([(b[...,:2]-anc[...,:2])/anc[...,2:]*2, (b[...,2:]/anc[...,2:]-1)*2], dim=-1)
         return t.clamp(-1+self.eps, 1-self.eps)
-    def __repr__(self): return f'{type(self).__name__}()'
 
 # %% ../nbs/02_anchors.ipynb #02593c7d
-class SSDCoder:
+class SSDCoder(AnchorCoder):
     "Standard SSD coder: centre offset in anchor sizes over `variances[0]`, log size ratio over `variances[1]`."
     def __init__(self, variances=(0.1,0.2), # scale of the centre and size targets
                  max_log=math.log(1000/16)): # clamp of the log size ratio in `decode` (torchvision's)
@@ -110,9 +113,6 @@ class SSDCoder:
         ctr = anc[...,:2] + t[...,:2]*v0*anc[...,2:]
         wh  = anc[...,2:] * torch.exp((t[...,2:]*v1).clamp(max=self.max_log))
         return cxcywh2xyxy(torch.cat([ctr, wh], dim=-1))
-    def decode(self, act:Tensor, anc:Tensor)->Tensor:
-        "Raw activations and anchors (cxcywh) -> boxes (xyxy)."
-        return self.t2box(self.regress(act), anc)
     def encode(self, bb:Tensor, anc:Tensor)->Tensor:
         "Boxes (xyxy) and anchors (cxcywh) -> regression targets."
         v0,v1 = self.variances

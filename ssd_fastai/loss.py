@@ -328,11 +328,13 @@ class LargestObjectLoss:
     def __call__(self, pred:Tensor, bb:Tensor, lbl:Tensor)->Tensor:
         bb,lbl = _one_object(bb, lbl)
         pred = _plain(pred).float()
-        l1 = F.l1_loss(sigmoid_box(pred[:,:4]), bb, reduction='none').mean(1)
-        ce = F.cross_entropy(pred[:,4:], lbl-self.lbl_offset, reduction='none')
-        self.parts = dict(l1=l1.mean().detach(), ce=ce.mean().detach())
+        has = (lbl > 0).float()   # 0: the augmentation cropped the object out of the image, which then costs nothing
+        l1 = F.l1_loss(sigmoid_box(pred[:,:4]), bb, reduction='none').mean(1)*has
+        ce = F.cross_entropy(pred[:,4:], (lbl-self.lbl_offset).clamp(min=0), reduction='none')*has
+        n = has.sum().clamp(min=1)
+        self.parts = dict(l1=(l1.sum()/n).detach(), ce=(ce.sum()/n).detach())
         loss = self.bb_w*l1 + self.clas_w*ce
-        return loss if self.reduction=='none' else loss.sum() if self.reduction=='sum' else loss.mean()
+        return loss if self.reduction=='none' else loss.sum() if self.reduction=='sum' else loss.sum()/n
 
 # %% ../nbs/04_loss.ipynb #17600ed5
 def detn_l1(pred:Tensor, bb:Tensor, lbl:Tensor,

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 # %% auto #0
-__all__ = ['DetRecord', 'image_size', 'check_records', 'split_name', 'parse_voc_xml', 'read_voc', 'read_coco', 'read_yolo',
+__all__ = ['DetRecord', 'read_image_size', 'check_records', 'split_name', 'parse_voc_xml', 'read_voc', 'read_coco', 'read_yolo',
            'read_csv', 'detection_format', 'dataset_splits', 'read_detections', 'show_record', 'local_datasets']
 
 # %% ../nbs/01_records.ipynb #04a285f4
@@ -48,7 +48,7 @@ def _fmt_files(fs, n=3):
     fs = [str(f) for f in fs]
     return ', '.join(fs[:n]) + (f' (and {len(fs)-n} more)' if len(fs)>n else '')
 
-def image_size(fname, decode:bool=False)->tuple:
+def read_image_size(fname, decode:bool=False)->tuple:
     "The (w,h) of image `fname`, reading only its header (or decoding it all); raises `ValueError` naming the file if it can't be read."
     try:
         with Image.open(fname) as im:
@@ -89,7 +89,7 @@ def check_records(recs:list, # `DetRecord`s to check
     known = None if vocab is None else set(vocab)
     for r in recs:
         if not r.fname.exists(): missing.append(r.fname); continue
-        try: sz = image_size(r.fname, decode)
+        try: sz = read_image_size(r.fname, decode)
         except ValueError: bad.append(r.fname); continue
         if r.size is not None and tuple(r.size)!=tuple(sz): counts['used the real size of %d images whose annotation says another'] += 1
         keep,bb = _fix_boxes(r.bboxes, sz, counts)
@@ -375,7 +375,7 @@ def read_yolo(path, # dataset root holding `images/` and `labels/` (or a folder 
         lf = _yolo_label(img)
         rows = np.zeros((0,5), np.float32)
         if lf.exists(): rows,n_lbl = _yolo_rows(lf, len(names)),n_lbl+1
-        try: w,h = image_size(img)
+        try: w,h = read_image_size(img)
         except ValueError: bad.append(img); continue
         ctr,wh = rows[:,1:3]*(w,h),rows[:,3:5]*(w,h)
         recs.append(DetRecord(img, np.concatenate([ctr-wh/2, ctr+wh/2], 1), [names[int(c)] for c in rows[:,0]], size=(w,h)))

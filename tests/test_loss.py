@@ -299,3 +299,13 @@ def test_loss_part_needs_parts():
     learn, _ = _tiny_learner(lambda p, bb, lbl: p[0].mean()*0 + 1., [clas_loss])
     with pytest.raises(KeyError, match="keeps no part 'clas'"):
         with learn.no_logging(): learn.fit(1)
+
+def test_largest_object_loss_skips_an_image_whose_object_was_cropped_out():
+    "An augmentation can crop the object out (label 0): that image costs nothing, and the others' mean is unchanged."
+    torch.manual_seed(0)
+    pred, bb, lbl = torch.randn(4, 4+5), torch.rand(4, 1, 4)*2-1, torch.tensor([[1], [3], [0], [5]])
+    lf = LargestObjectLoss()
+    loss = lf(pred, bb, lbl)
+    keep = lbl[:, 0] > 0
+    torch.testing.assert_close(loss, lf(pred[keep], bb[keep], lbl[keep]))
+    assert lf(pred, bb, lbl*0) == 0

@@ -33,7 +33,7 @@ def test_corrupt_image(tmp_path):
     (root/'JPEGImages'/'b.png').write_bytes(b'this is not an image')
     recs, w = warns(read_voc, root)
     assert len(recs)==1 and 'cannot be read' in w and 'b.png' in w
-    with pytest.raises(ValueError, match='b.png: cannot read image'): image_size(root/'JPEGImages'/'b.png')
+    with pytest.raises(ValueError, match='b.png: cannot read image'): read_image_size(root/'JPEGImages'/'b.png')
 
 def test_truncated_image_caught_with_decode(tmp_path):
     root = write_voc(tmp_path, {'a': [('cat', (1, 1, 10, 10))], 'b': [('cat', (1, 1, 10, 10))]})
