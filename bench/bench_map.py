@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
 from _timing import run_times
+from ssd_fastai.metrics import coco_ap, evaluate_detections, to_coco
 
 def make_data(n_img=5000, n_det=100, n_cls=20, mean_gt=3, seed=0):
     rng = np.random.default_rng(seed)
@@ -38,19 +39,10 @@ def make_data(n_img=5000, n_det=100, n_cls=20, mean_gt=3, seed=0):
         gts.append(dict(boxes=gb, labels=gl))
     return dets,gts
 
-def coco_dicts(dets, gts, n_cls=20):
-    imgs,cats = [dict(id=i+1, width=640, height=480) for i in range(len(gts))],[dict(id=c, name=str(c)) for c in range(1, n_cls+1)]
-    def anns(ds, gt):
-        res = []
-        for i,d in enumerate(ds):
-            b = np.asarray(d['boxes'], float); wh = b[:,2:] - b[:,:2]
-            for k in range(len(b)):
-                a = dict(id=len(res)+1, image_id=i+1, category_id=int(d['labels'][k]), bbox=[*b[k,:2], *wh[k]],
-                         area=float(wh[k,0]*wh[k,1]), iscrowd=0)
-                if not gt: a['score'] = float(d['scores'][k])
-                res.append(a)
-        return res
-    return dict(images=imgs, categories=cats, annotations=anns(gts, True)),dict(images=imgs, categories=cats, annotations=anns(dets, False))
+def coco_inputs(dets, gts, n_cls=20):
+    "Ground truth as a COCO dataset and the detections as COCO results, through the library's `to_coco`."
+    vocab = ['background', *map(str, range(1, n_cls+1))]
+    return to_coco(gts, vocab, images=[dict(width=640, height=480)]*len(gts)),to_coco(dets, vocab)
 
 def timed(f, reps):
     "Median wall time of `reps` calls of `f` (no warm-up: some take minutes), and its result."
@@ -65,12 +57,11 @@ def cocoeval(lib, g, d, trimmed):
         if lib == 'pycocotools':
             from pycocotools.coco import COCO
             from pycocotools.cocoeval import COCOeval as Eval
-            cg,cd = COCO(),COCO()
-            cg.dataset,cd.dataset = g,d
-            cg.createIndex(); cd.createIndex()
+            cg = COCO(); cg.dataset = g; cg.createIndex()
         else:
             from faster_coco_eval import COCO, COCOeval_faster as Eval
-            cg,cd = COCO(g),COCO(d)
+            cg = COCO(g)
+        cd = cg.loadRes(d)
         build = time.perf_counter() - t
     def run():
         with contextlib.redirect_stdout(io.StringIO()):
@@ -88,7 +79,6 @@ def main():
     p.add_argument('--reps', type=int, default=5)
     p.add_argument('--coco_reps', type=int, default=1)
     a = p.parse_args()
-    from ssd_fastai.metrics import coco_ap, evaluate_detections
     dets,gts = make_data(a.n_img)
     print(f"{a.n_img} images, {sum(len(d['labels']) for d in dets)} detections, {sum(len(g['labels']) for g in gts)} objects, 20 classes")
     rows = []
@@ -96,7 +86,7 @@ def main():
     rows.append(('ssd_fastai coco_ap', t, ap)); base = t
     t,r = timed(lambda: evaluate_detections(dets, gts), a.reps)
     rows.append(('ssd_fastai evaluate_detections (COCO+VOC)', t, r['AP']))
-    g,d = coco_dicts(dets, gts)
+    g,d = coco_inputs(dets, gts)
     for lib,reps in (('faster_coco_eval', a.reps), ('pycocotools', a.coco_reps)):
         for trimmed in (False, True):
             build,run = cocoeval(lib, g, d, trimmed)

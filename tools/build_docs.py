@@ -440,7 +440,10 @@ def _readme_links(md:str, cfg) -> str:
     "Relative links to notebooks and pages as links to the hosted docs, as nbdev's README filter does"
     base = cfg.doc_host.rstrip('/') + '/' + cfg.doc_baseurl.strip('/')
     nbdir = Path(cfg.readme_nb).parent.as_posix()
-    return re.sub(r'(\]\()([^)\s]+)(\))', lambda m: m.group(1)+doc_link(m.group(2), base, nbdir)+m.group(3), md)
+    nbs = (cfg.nbs_path/cfg.readme_nb).parent.resolve().relative_to(cfg.config_path.resolve()).as_posix()
+    img = lambda m: f'{m.group(1)}{posixpath.normpath(posixpath.join(nbs, m.group(2)))})'   # pictures: from the repository
+    md = re.sub(r'(!\[[^\]]*\]\()(?![a-z]+:|/)([^)\s]+)\)', img, md)
+    return re.sub(r'(?<!!\[)(\]\()([^)\s]+)(\))', lambda m: m.group(1)+doc_link(m.group(2), base, nbdir)+m.group(3), md)
 
 def _indent(s): return '\n'.join('    '+l if l.strip() else '' for l in s.rstrip('\n').splitlines())
 
