@@ -328,7 +328,7 @@ class LargestObjectLoss:
     def __call__(self, pred:Tensor, bb:Tensor, lbl:Tensor)->Tensor:
         bb,lbl = _one_object(bb, lbl)
         pred = _plain(pred).float()
-        has = (lbl > 0).float()   # 0: the augmentation cropped the object out of the image, which then costs nothing
+        has = (lbl >= self.lbl_offset).float()   # padding (0): an augmentation cropped the object out, which then costs nothing
         l1 = F.l1_loss(sigmoid_box(pred[:,:4]), bb, reduction='none').mean(1)*has
         ce = F.cross_entropy(pred[:,4:], (lbl-self.lbl_offset).clamp(min=0), reduction='none')*has
         n = has.sum().clamp(min=1)
