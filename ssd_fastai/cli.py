@@ -247,6 +247,10 @@ def _print_result(cmd:str, res, a):
         print(f"wrote annotated images and predictions.json to {a.out}")
     else: print(json.dumps(res, indent=2))
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    "A warning as one line of the command's output, without the source file that raised it."
+    print(f'warning: {message}', file=sys.stderr)
+
 def main(argv=None):
     "Entry point of the `ssd-fastai` command."
     p = _parser()
@@ -254,6 +258,8 @@ def main(argv=None):
     kw = {k:v for k,v in vars(a).items() if k != 'cmd'}
     if 'strides' in kw: kw['strides'] = tuple(kw['strides'])
     try:
-        _check_args(a)
-        _print_result(a.cmd, _COMMANDS[a.cmd](**kw), a)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            _check_args(a)
+            _print_result(a.cmd, _COMMANDS[a.cmd](**kw), a)
     except (CLIError, OSError, ValueError) as e: p.exit(2, f"ssd-fastai: error: {e}\n")   # OSError: missing or unreadable files

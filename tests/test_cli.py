@@ -78,3 +78,12 @@ def test_predict_folders_globs_and_coco_json(tiny_learner, tmp_path):
     gt = COCO(); gt.dataset = to_coco([dict(boxes=[], labels=[])]*len(res), tiny_learner.dls.vocab); gt.createIndex()
     if dets: assert len(gt.loadRes(dets).getAnnIds()) == len(dets)      # pycocotools reads it
     with pytest.raises(CLIError, match='no image in'): predict(tmp_path/'m.pkl', [str(imgs/'*.jpg')], out=tmp_path/'q')
+
+def test_warnings_are_one_line_of_output(tmp_path, capsys):
+    "A class only in the validation split: `train` warns with one `warning:` line naming it, not a Python source line."
+    objs = {f'a{i}': [('cat', (5, 5, 40, 30))] for i in range(6)} | {'b0': [('cat', (5, 5, 40, 30)), ('dog', (2, 2, 20, 20))]}
+    write_voc(tmp_path/'voc', objs, splits={'train': [f'a{i}' for i in range(4)], 'val': ['a4', 'a5', 'b0']})
+    with contextlib.redirect_stdout(io.StringIO()):
+        main(['train', '--data', str(tmp_path/'voc'), '--epochs', '1', '--out', str(tmp_path/'run'), *map(str, SMALL)])
+    err = capsys.readouterr().err
+    assert 'warning: ' in err and 'dog' in err and '.py:' not in err
