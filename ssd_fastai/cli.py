@@ -231,9 +231,9 @@ def _parser()->argparse.ArgumentParser:
 # %% ../nbs/08_cli.ipynb #79bb1960
 def _check_args(a):
     "One-line errors for values argparse accepts but training cannot use."
-    for k in ('size', 'bs', 'epochs', 'n_images', 'freeze_epochs'):
+    for k,least in (('size', 1), ('bs', 1), ('epochs', 1), ('n_images', 1), ('freeze_epochs', 0)):
         v = getattr(a, k, None)
-        if v is not None and v < (k != 'freeze_epochs'): raise CLIError(f"--{k.replace('_','-')} must be {'positive' if k != 'freeze_epochs' else 'zero or more'}")
+        if v is not None and v < least: raise CLIError(f"--{k.replace('_','-')} must be {'positive' if least else 'zero or more'}")
     if getattr(a, 'lr', 1) <= 0: raise CLIError("--lr must be positive")
 
 def _print_result(cmd:str, res, a):

@@ -443,7 +443,7 @@ def _readme_links(md:str, cfg) -> str:
     nbs = (cfg.nbs_path/cfg.readme_nb).parent.resolve().relative_to(cfg.config_path.resolve()).as_posix()
     img = lambda m: f'{m.group(1)}{posixpath.normpath(posixpath.join(nbs, m.group(2)))})'   # pictures: from the repository
     md = re.sub(r'(!\[[^\]]*\]\()(?![a-z]+:|/)([^)\s]+)\)', img, md)
-    return re.sub(r'(?<!!\[)(\]\()([^)\s]+)(\))', lambda m: m.group(1)+doc_link(m.group(2), base, nbdir)+m.group(3), md)
+    return re.sub(r'(\]\()([^)\s]+)(\))', lambda m: m.group(1)+doc_link(m.group(2), base, nbdir)+m.group(3), md)
 
 def _indent(s): return '\n'.join('    '+l if l.strip() else '' for l in s.rstrip('\n').splitlines())
 
