@@ -75,14 +75,6 @@ def _fit_phases(learn, phases:list, meta:dict, resume:bool, lines:bool)->list:
         history += ckpt.history
     return history
 
-def _score(learn, recs:list)->tuple:
-    "Detections of `learn` on the records' images and their ground truth, per image, in the pixels of the original images."
-    idx = {c:i for i,c in enumerate(learn.dls.vocab)}
-    dets = [dict(boxes=b, labels=torch.tensor([idx[c] for c in l], dtype=torch.long), scores=s)
-            for b,l,s in learn.predict_batch([r.fname for r in recs])]
-    gts = [dict(boxes=r.bboxes, labels=[idx[c] for c in r.labels], difficult=r.difficult) for r in recs]
-    return dets,gts
-
 def _report(out:Path, dets:list, gts:list, vocab:list)->pd.DataFrame:
     "Write the evaluation report of `dets` against `gts` to `out` (per-class table, curves, confusion matrix, COCO detections); print the table."
     tbl = write_eval_report(out, dets, gts, vocab)
@@ -122,7 +114,7 @@ def train(data:str=None, # a VOC/COCO/YOLO folder, a COCO JSON or CSV file, 'pas
     learn.show_results(max_n=4)
     plt.gcf().savefig(out/'results.png', dpi=80)
     plt.close('all')
-    _report(out, *_score(learn, dls.valid.items), learn.dls.vocab)
+    _report(out, *learn.get_dets(), learn.dls.vocab)
     _write_json(out/'metrics.json', dict(final=final, history=history, settings=meta, vocab=list(dls.vocab[1:]), split=dls.split_desc,
                                          n_train=len(dls.train_ds), n_valid=len(dls.valid_ds)))
     return final
@@ -194,7 +186,7 @@ def evaluate(model:str, # an exported learner, e.g. runs/ssd/ssd.pkl
         raise CLIError(f"{len(seen)} of the {len(recs)} images of {what} were used to train this model: their scores say nothing "
                        f"about new images (choose another --split, or pass --allow-seen to score them anyway)")
     out = Path(out) if out is not None else Path(model).parent/f"eval_{split or 'all'}"
-    dets,gts = _score(learn, recs)
+    dets,gts = learn.get_dets(recs)
     res = evaluate_detections(dets, gts, vocab=learn.dls.vocab)
     _report(out, dets, gts, learn.dls.vocab)
     return dict(scored=what, n_images=len(recs), seen=len(seen), report=str(out), **{k:float(v) for k,v in res.items() if k != 'per_class'})

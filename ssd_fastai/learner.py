@@ -52,6 +52,18 @@ class SSDLearner(Learner):
         "Detections in one image: boxes `(n,4)` in its own pixels, class names, scores."
         return self.predict_batch([item])[0]
 
+    def get_dets(self, recs:list=None, # `DetRecord`s; default: the validation set's
+                 bs:int=16)->tuple:
+        "Detections `dets` of the images of `recs` and their ground truth `gts`, per image, as `evaluate_detections` takes them: pixels of the original images, vocab indices."
+        recs = ifnone(recs, self.dls.valid.items)
+        o2i = {c:i for i,c in enumerate(self.dls.vocab)}
+        unknown = sorted({c for r in recs for c in r.labels} - set(o2i))
+        if unknown: raise ValueError(f"classes the learner does not know: {', '.join(unknown)} (its vocab: {', '.join(self.dls.vocab[1:])})")
+        idx = lambda names: torch.tensor([o2i[c] for c in names], dtype=torch.long)
+        dets = [dict(boxes=b, labels=idx(l), scores=s) for b,l,s in self.predict_batch([r.fname for r in recs], bs=bs)]
+        gts = [dict(boxes=torch.as_tensor(r.bboxes), labels=idx(r.labels), difficult=r.difficult) for r in recs]
+        return dets,gts
+
     def show_results(self, ds_idx=1, dl=None, max_n=6, shuffle=True, score_thresh=0.3, figsize=None):
         "Ground truth (left) next to predictions (right) for a batch of `dl`."
         dl = ifnone(dl, self.dls[ds_idx].new(shuffle=shuffle))

@@ -23,8 +23,8 @@ from .metrics import _flatten, _envelope
 from .callbacks import atomic_write
 
 # %% auto #0
-__all__ = ['confusion_matrix', 'plot_confusion_matrix', 'plot_pr_curves', 'per_class_table', 'write_eval_report', 'plot_curves',
-           'RunReport', 'EpochLines']
+__all__ = ['confusion_matrix', 'plot_confusion_matrix', 'plot_pr_curves', 'dets_above', 'overlapped', 'per_class_table',
+           'write_eval_report', 'plot_curves', 'RunReport', 'EpochLines']
 
 # %% ../nbs/05a_report.ipynb #237fa45b
 def _by_image(img:np.ndarray, n_img:int, order:np.ndarray)->np.ndarray:
@@ -164,6 +164,21 @@ def plot_pr_curves(dets:list, # per image: {'boxes','scores','labels'}
     ax.set_title(f'precision/recall at IoU 0.5 ({"COCO" if rule == "coco" else "VOC"} rule)', fontsize=9)
     ax.legend(title='AP50', loc='upper left', bbox_to_anchor=(1.01, 1), fontsize=7, title_fontsize=8, frameon=False)
     return ax
+
+# %% ../nbs/05a_report.ipynb #98c10505
+def dets_above(d:dict, # an image's detections: {'boxes','labels','scores'}
+               score_thresh:float=0.25)->dict:
+    "The detections of `d` scoring above `score_thresh`, as numpy arrays."
+    k = np.asarray(d['scores']) > score_thresh
+    return {n: np.asarray(v)[k] for n,v in d.items()}
+
+def overlapped(a:dict, b:dict, # an image's boxes: {'boxes' (n,4) xyxy, 'labels' (n,)}, ground truth or detections
+               iou_thresh:float=0.5)->np.ndarray:
+    "For each box of `a`: does a box of `b` with the same label overlap it by `iou_thresh` or more?"
+    boxes = lambda d: torch.as_tensor(np.asarray(d['boxes']), dtype=torch.float32).reshape(-1,4)
+    iou = box_iou(boxes(a), boxes(b)).numpy()
+    same = np.asarray(a['labels']).reshape(-1,1) == np.asarray(b['labels']).reshape(1,-1)
+    return ((iou >= iou_thresh) & same).any(1)
 
 # %% ../nbs/05a_report.ipynb #8106501f
 def per_class_table(dets:list, gts:list, # as for `evaluate_detections`
