@@ -22,7 +22,7 @@ training time ours took (equal wall-clock time); `--variant` adds runs of ours w
     python bench/compare.py --quick                              # smoke test, ~3 min on 2 CPU cores
     python bench/compare.py                                      # CPU: shapes,bccd,coco128, ~19 min on 2 cores
     python bench/compare.py --gpu                                # one GPU: 20 epochs, 320 px, ~12 min on an H100
-    python bench/compare.py --data voc --pretrained              # Pascal VOC, ImageNet-pretrained body, ~1.5 h on 2 cores
+    python bench/compare.py --data voc --pretrained              # Pascal VOC, ImageNet-pretrained body, ~30 min on 2 cores
 
 The real sets are read from `ssd_fastai.records.local_datasets()` (`$SSD_FASTAI_DATA`) or `--data-root`, and skipped
 when missing; the pretrained weights come from timm's cache (`$HF_HUB_CACHE`).
@@ -557,12 +557,12 @@ def main():
     p.add_argument('--workers', type=int, default=None, help='data loading processes (default: 0 on the CPU, 12 on a GPU)')
     p.add_argument('--gpu', action='store_true'); p.add_argument('--quick', action='store_true')
     a = p.parse_args()
-    # quick: tiny smoke test; CPU default: ~19 min on 2 cores; GPU: bigger, closer to real training; pretrained: VOC in ~1.5 h
+    # quick: tiny smoke test; CPU default: ~19 min on 2 cores; GPU: bigger, closer to real training; pretrained: VOC in ~30 min
     d = (dict(epochs=2, size=64, bs=16, n_shapes=80, max_images=40, reps=4) if a.quick else
          dict(epochs=20, size=320, bs=32, n_shapes=1500, max_images=None, reps=7) if a.gpu else
          dict(epochs=4, size=128, bs=16, n_shapes=600, max_images=None, reps=5) if a.pretrained else
          dict(epochs=10, size=128, bs=16, n_shapes=600, max_images=None, reps=5))
-    d |= (dict(data='voc', arch='tf_efficientnet_lite0', lr=3e-3, freeze_epochs=2) if a.pretrained else
+    d |= (dict(data='voc', arch='tf_efficientnet_lite0', lr=1e-3, freeze_epochs=2) if a.pretrained else
           dict(data='shapes,bccd,coco128', arch='resnet18', lr=1e-3, freeze_epochs=0))
     if a.quick and a.pretrained: d['freeze_epochs'] = 1
     d['workers'] = 12 if a.gpu and not a.quick else 0
