@@ -89,7 +89,7 @@ def train(data:str=None, # a VOC/COCO/YOLO folder, a COCO JSON or CSV file, 'pas
           bs:int=16, # batch size
           epochs:int=10, # epochs of the one-cycle schedule (with --pretrained: after the frozen ones)
           freeze_epochs:int=2, # with --pretrained: epochs with the body frozen, before --epochs of the whole network
-          lr:float=3e-3, # maximum learning rate (with --pretrained: the head's, the body gets it / 100 once unfrozen)
+          lr:float=None, # maximum learning rate (default: 3e-3; with --pretrained 1e-3, the head's, the body gets it / 100 once unfrozen)
           train_split:str=None, # the dataset's split to train on (default: 'train', where it has one)
           valid_split:str=None, # the split to validate on (default: 'val'; a random 20% of the images where there is none)
           n_images:int=1600, # images in the synthetic set
@@ -101,6 +101,7 @@ def train(data:str=None, # a VOC/COCO/YOLO folder, a COCO JSON or CSV file, 'pas
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(seed, reproducible=True)
+    lr = ifnone(lr, 1e-3 if pretrained else 3e-3)   # 3e-3 overshoots a pretrained body (bench/README.md, VOC)
     path = resolve_data(data, n=n_images, size=size)
     dls = detection_dls(path, size=size, bs=bs, train_split=train_split, valid_split=valid_split, seed=seed)
     print(f"data: {dls.split_desc}")
@@ -226,7 +227,7 @@ def _check_args(a):
     for k,least in (('size', 1), ('bs', 1), ('epochs', 1), ('n_images', 1), ('freeze_epochs', 0)):
         v = getattr(a, k, None)
         if v is not None and v < least: raise CLIError(f"--{k.replace('_','-')} must be {'positive' if least else 'zero or more'}")
-    if getattr(a, 'lr', 1) <= 0: raise CLIError("--lr must be positive")
+    if getattr(a, 'lr', None) is not None and a.lr <= 0: raise CLIError("--lr must be positive")
 
 def _print_result(cmd:str, res, a):
     "Print what a command did."

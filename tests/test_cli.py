@@ -29,6 +29,7 @@ def test_train_report_and_log_lines(tmp_path):
         assert (tmp_path/f).exists(), f
     tbl = pd.read_csv(tmp_path/'per_class.csv')
     assert 'AP50' in tbl and tbl['class'].iloc[-1] == 'all' and 'AP50' in log
+    assert json.loads((tmp_path/'metrics.json').read_text())['settings']['lr'] == 3e-3   # the default from scratch
 
 def test_pretrained_two_phases_and_resume(tmp_path, offline_hub):
     "`--pretrained`: a frozen phase then an unfrozen one, epochs numbered across both; resumed after the first, the same run."
@@ -42,6 +43,7 @@ def test_pretrained_two_phases_and_resume(tmp_path, offline_hub):
     for f in ('checkpoint.pth', 'checkpoint.json', 'best.pth', 'ssd.pkl', 'metrics.json'): (r/f).unlink()   # killed after the first phase
     _main([*args, '--out', r, '--resume'])
     m0,m1 = (json.loads((d/'metrics.json').read_text()) for d in (s, r))
+    assert m0['settings']['lr'] == m1['settings']['lr'] == 1e-3            # the default for a pretrained body
     assert [h['epoch'] for h in m1['history']] == [0, 0]                  # one epoch in each phase
     assert m1['final'] == pytest.approx(m0['final'], rel=1e-5, abs=1e-6)
 
