@@ -19,7 +19,7 @@ def median_times(fs, reps, sync):
 def head_and_anchors(m, feats, n):
     "What `SSDModel.forward` adds to the body: the head, and the anchors (recomputed here, as on a size change)."
     clas, box, grids = m.head(feats)
-    return clas, box, anchor_boxes(grids, m.zooms, m.ratios).to(box.device)[None].expand(n, -1, -1)
+    return clas, box, anchor_boxes(grids, m.zooms, m.ratios, m.clip_anchors).to(box.device)[None].expand(n, -1, -1)
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

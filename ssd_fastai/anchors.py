@@ -54,10 +54,12 @@ def grid_anchors(h:int, w:int, zooms=SSD_ZOOMS, ratios=SSD_RATIOS)->Tensor:
 def anchor_boxes(feat_szs, # grid sizes `(h,w)` of the feature maps, one per level (an int `s` means `(s,s)`)
                  zooms=SSD_ZOOMS, # sizes of the anchors, in cells (the lesson's: `LESSON_ZOOMS`)
                  ratios=SSD_RATIOS, # (width, height) multipliers
+                 clip:bool=False, # cut every anchor to the image, [-1,1] (as torchvision's `DefaultBoxGenerator(clip=True)`)
                 )->Tensor:
     "All anchors `(A,4)` in scaled cxcywh, level by level, in the order the SSD head flattens its outputs."
     szs = [(s,s) if isinstance(s, int) else tuple(s) for s in feat_szs]
-    return torch.cat([grid_anchors(h, w, zooms, ratios) for h,w in szs])
+    anc = torch.cat([grid_anchors(h, w, zooms, ratios) for h,w in szs])
+    return xyxy2cxcywh(cxcywh2xyxy(anc).clamp(-1,1)) if clip else anc
 
 # %% ../nbs/02_anchors.ipynb #297bf827
 def show_anchors(anc:Tensor, # anchors in scaled cxcywh

@@ -230,7 +230,8 @@ class SSDModel(nn.Module):
     "Body + SSD head + anchors: forward returns `(clas (B,A,n_cls), box (B,A,4), anc (B,A,4))`."
     def __init__(self, body:nn.Module, head:SSDHead,
                  zooms=SSD_ZOOMS, # anchor sizes, in cells
-                 ratios=SSD_RATIOS): # anchor (width, height) multipliers
+                 ratios=SSD_RATIOS, # anchor (width, height) multipliers
+                 clip_anchors:bool=True): # cut the anchors to the image (`anchor_boxes(clip=True)`)
         super().__init__()
         store_attr()
         self.register_buffer('anchors', torch.empty(0, 4), persistent=False)
@@ -238,7 +239,7 @@ class SSDModel(nn.Module):
     def forward(self, x:Tensor):
         clas,box,grids = self.head(self.body(x))
         if grids != self.grids or self.anchors.device != box.device:
-            self.anchors,self.grids = anchor_boxes(grids, self.zooms, self.ratios).to(box.device),grids
+            self.anchors,self.grids = anchor_boxes(grids, self.zooms, self.ratios, self.clip_anchors).to(box.device),grids
         return clas, box, self.anchors[None].expand(x.shape[0], -1, -1)   # not len(x), which would fix the batch size of an exported graph
 
 # %% ../nbs/03_model.ipynb #e3bd52ef
@@ -249,11 +250,12 @@ def ssd_model(arch:str='resnet34', # any timm model that supports `features_only
               weights=None, # or a local state dict
               zooms=SSD_ZOOMS, # anchor sizes, in cells (the lesson's: `LESSON_ZOOMS`)
               ratios=SSD_RATIOS, # anchor (width, height) multipliers
+              clip_anchors:bool=True, # cut the anchors to the image, as torchvision's SSD does (better on large objects)
               **kwargs)->SSDModel:
     "An `SSDModel` with a timm body; `kwargs` go to `SSDHead` (`strides`, `fpn`, `adapt`, `nf`, `drop`, `prior`)."
     body = TimmFeatures(arch, pretrained, weights)
     head = SSDHead(body.channels, body.reductions, n_cls, anchors_per_cell(zooms, ratios), **kwargs)
-    return SSDModel(body, head, zooms, ratios)
+    return SSDModel(body, head, zooms, ratios, clip_anchors)
 
 # %% ../nbs/03_model.ipynb #33c57bf0
 def body_head_split(m:nn.Module)->list:

@@ -39,12 +39,12 @@ def _best_scores(learn, items)->torch.Tensor:
 
 @pytest.fixture(scope='module')
 def thresholds(trained):
-    """Two decoders: `many` keeps dozens of detections per image; `one_empty` has its score threshold halfway between
+    """Two decoders: `many` (score 0.005) keeps dozens of detections per image; `one_empty` has its score threshold halfway between
     the lowest best score of an image (the blank one, usually) and the next, so that exactly that image has none."""
     learn,items,_ = trained
     best = _best_scores(learn, items).sort()
     assert best.values[1] - best.values[0] > 1e-3, f'two images score alike, far too close for a threshold between them: {best}'
-    return dict(many=0.01, one_empty=float(best.values[:2].mean()), empty=int(best.indices[0]))
+    return dict(many=0.005, one_empty=float(best.values[:2].mean()), empty=int(best.indices[0]))
 
 
 @pytest.fixture(scope='module')

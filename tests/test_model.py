@@ -19,7 +19,7 @@ def model(request): return ssd_model(request.param, n_cls=5, pretrained=False, n
 
 @pytest.mark.parametrize('sz', SIZES)
 def test_shapes_and_anchors(model, sz):
-    "The default levels: the body's stride-16 and stride-32 maps and two stride-2 convolutions; anchors 2-3.2 cells wide."
+    "The default levels: the body's stride-16 and stride-32 maps and two stride-2 convolutions; anchors 2-3.2 cells wide, cut to the image."
     x = torch.randn(2, 3, *sz)
     with torch.no_grad(): clas, box, anc = model(x); feats = model.body(x)
     s16, s32 = (tuple(feats[model.body.reductions.index(s)].shape[-2:]) for s in (16, 32))
@@ -27,7 +27,7 @@ def test_shapes_and_anchors(model, sz):
     assert model.grids == grids
     A = sum(h*w for h,w in grids)*9
     assert clas.shape == (2, A, 5) and box.shape == (2, A, 4) and anc.shape == (2, A, 4)
-    assert torch.equal(anc[1], anchor_boxes(grids, zooms=SSD_ZOOMS))
+    assert torch.equal(anc[1], anchor_boxes(grids, zooms=SSD_ZOOMS, clip=True))   # clipped to the image by default
 
 def test_anchors_cached_and_recomputed():
     m = ssd_model('resnet18', n_cls=2, pretrained=False, nf=16).eval()
